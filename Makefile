@@ -1,0 +1,38 @@
+# The two commands a newcomer needs: `make demo` and `make test`. Both set up first.
+SHELL := /bin/bash
+VENV ?= $(CURDIR)/.venv
+CACHE ?= $(or $(INGERO_CACHE_DIR),$(HOME)/.cache/ingero)
+export PATH := $(CACHE)/bpf-linker/bin:$(VENV)/bin:$(PATH)
+DEMO_DB ?= $(CURDIR)/ingero-demo.db
+
+.PHONY: setup demo test lint rust-test py-test wheel clean
+
+setup:
+	@bash scripts/setup.sh
+
+# The main job on its embedded default: trace the bundled workload over the
+# simulated CUDA library and show what was stored.
+demo: setup
+	@bash scripts/demo.sh "$(DEMO_DB)"
+
+test: setup lint rust-test py-test
+
+lint:
+	cargo fmt --all --check
+	cargo clippy --workspace --all-targets -- -D warnings
+	ruff check python tests
+	ruff format --check python tests
+	mypy
+
+rust-test:
+	cargo test --workspace
+
+py-test:
+	pytest
+
+wheel: setup
+	maturin build --release --out dist
+
+clean:
+	cargo clean
+	rm -rf dist tests/simcuda/build

@@ -1,0 +1,58 @@
+//! Records written by the eBPF programs into the ring buffers.
+//!
+//! Every record starts with an [`EventHeader`]; its `source` and `op` say which
+//! record follows, so a reader can dispatch on the first 48 bytes alone.
+
+/// Length of a task's `comm`, as the kernel keeps it.
+pub const COMM_LEN: usize = 16;
+
+/// The part every event shares (48 bytes).
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub struct EventHeader {
+    /// `bpf_ktime_get_ns()` (CLOCK_MONOTONIC) when the call was entered.
+    pub timestamp_ns: u64,
+    /// Thread-group id: the process id as user space sees it.
+    pub pid: u32,
+    /// Kernel task id: the thread id as user space sees it.
+    pub tid: u32,
+    pub source: u8,
+    pub op: u8,
+    pub flags: u16,
+    pub _reserved: u32,
+    pub cgroup_id: u64,
+    pub comm: [u8; COMM_LEN],
+}
+
+/// A traced API call: entry paired with its return on the same thread (80 bytes).
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub struct CallEvent {
+    pub header: EventHeader,
+    /// Entry to return, in nanoseconds.
+    pub duration_ns: u64,
+    pub arg0: u64,
+    pub arg1: u64,
+    /// The call's return value (`cudaError_t` / `CUresult`).
+    pub ret_code: i32,
+    pub gpu_id: u32,
+}
+
+/// Per-CPU counters the programs keep beside their ring buffer.
+pub mod counter {
+    /// Records lost because the ring buffer had no room.
+    pub const RINGBUF_FULL: u32 = 0;
+    /// Returns whose entry was never seen (attached mid-call, or entry map full).
+    pub const UNPAIRED_RETURN: u32 = 1;
+    pub const COUNT: u32 = 2;
+}
+
+#[cfg(feature = "user")]
+mod user {
+    // SAFETY: plain `#[repr(C)]` integers and byte arrays, valid for any bit pattern.
+    unsafe impl aya::Pod for super::EventHeader {}
+    unsafe impl aya::Pod for super::CallEvent {}
+}
+
+const _: () = assert!(core::mem::size_of::<EventHeader>() == 48);
+const _: () = assert!(core::mem::size_of::<CallEvent>() == 80);

@@ -1,0 +1,5 @@
+//! Capture: the embedded eBPF programs, attaching them to CUDA libraries, and
+//! starting a traced command so that its first CUDA call is already seen.
+
+pub mod launch;
+pub mod programs;

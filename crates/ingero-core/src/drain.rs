@@ -1,0 +1,152 @@
+//! The drainer thread: empties the ring buffer, turns records into rows and hands
+//! them to the writer in batches.
+
+use std::{
+    os::fd::AsRawFd as _,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, AtomicU64, Ordering},
+    },
+    thread::JoinHandle,
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context as _, Result, anyhow};
+use aya::maps::{MapData, RingBuf};
+use ingero_common::event::CallEvent;
+
+use crate::store::{EventRow, Writer};
+
+/// Rows per batch: large enough that each SQLite transaction amortises its
+/// commit, small enough that a quiet trace still lands on disk promptly.
+const BATCH_ROWS: usize = 4096;
+const BATCH_AGE: Duration = Duration::from_millis(100);
+const POLL_TIMEOUT_MS: i32 = 50;
+
+/// Counters the drainer keeps, readable while it runs.
+#[derive(Debug, Default)]
+pub struct DrainStats {
+    pub received: AtomicU64,
+    /// Records too short or of an unknown kind (a version mismatch, never expected).
+    pub malformed: AtomicU64,
+}
+
+pub struct Drainer {
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<Result<()>>>,
+    stats: Arc<DrainStats>,
+}
+
+/// Parses one ring-buffer record.
+fn parse(record: &[u8], wall_offset_ns: i64) -> Option<EventRow> {
+    if record.len() < size_of::<CallEvent>() {
+        return None;
+    }
+    // SAFETY: length checked; CallEvent is plain integers, valid for any bytes.
+    let event: CallEvent = unsafe { std::ptr::read_unaligned(record.as_ptr().cast()) };
+    let h = event.header;
+    Some(EventRow {
+        timestamp_ns: h.timestamp_ns as i64 + wall_offset_ns,
+        pid: h.pid,
+        tid: h.tid,
+        source: h.source,
+        op: h.op,
+        duration_ns: event.duration_ns as i64,
+        gpu_id: event.gpu_id,
+        arg0: event.arg0,
+        arg1: event.arg1,
+        ret_code: event.ret_code,
+        cgroup_id: h.cgroup_id,
+        comm: h.comm,
+    })
+}
+
+fn wait_readable(fd: i32) -> Result<()> {
+    let mut pfd = libc::pollfd { fd, events: libc::POLLIN, revents: 0 };
+    // SAFETY: one valid pollfd.
+    if unsafe { libc::poll(&mut pfd, 1, POLL_TIMEOUT_MS) } < 0 {
+        let err = std::io::Error::last_os_error();
+        if err.raw_os_error() != Some(libc::EINTR) {
+            return Err(err).context("polling the ring buffer");
+        }
+    }
+    Ok(())
+}
+
+fn drain_loop(
+    mut ring: RingBuf<MapData>,
+    writer: Writer,
+    wall_offset_ns: i64,
+    stop: &AtomicBool,
+    stats: &DrainStats,
+) -> Result<()> {
+    let fd = ring.as_raw_fd();
+    let mut batch = Vec::with_capacity(BATCH_ROWS);
+    let mut batch_started = Instant::now();
+    loop {
+        // Read the flag before draining, so a stop requested after the last
+        // event was produced still sees that event drained.
+        let stopping = stop.load(Ordering::Acquire);
+        while let Some(record) = ring.next() {
+            stats.received.fetch_add(1, Ordering::Relaxed);
+            match parse(&record, wall_offset_ns) {
+                Some(row) => batch.push(row),
+                None => {
+                    stats.malformed.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            if batch.len() >= BATCH_ROWS {
+                writer.send(std::mem::replace(&mut batch, Vec::with_capacity(BATCH_ROWS)))?;
+                batch_started = Instant::now();
+            }
+        }
+        if !batch.is_empty() && (stopping || batch_started.elapsed() >= BATCH_AGE) {
+            writer.send(std::mem::replace(&mut batch, Vec::with_capacity(BATCH_ROWS)))?;
+            batch_started = Instant::now();
+        }
+        if stopping {
+            break;
+        }
+        wait_readable(fd)?;
+        if batch.is_empty() {
+            batch_started = Instant::now();
+        }
+    }
+    writer.finish()
+}
+
+impl Drainer {
+    pub fn spawn(ring: RingBuf<MapData>, writer: Writer, wall_offset_ns: i64) -> Result<Self> {
+        let stop = Arc::new(AtomicBool::new(false));
+        let stats = Arc::new(DrainStats::default());
+        let (thread_stop, thread_stats) = (Arc::clone(&stop), Arc::clone(&stats));
+        let thread = std::thread::Builder::new()
+            .name("ingero-drain".into())
+            .spawn(move || drain_loop(ring, writer, wall_offset_ns, &thread_stop, &thread_stats))
+            .context("cannot start the drainer thread")?;
+        Ok(Self { stop, thread: Some(thread), stats })
+    }
+
+    pub fn stats(&self) -> Arc<DrainStats> {
+        Arc::clone(&self.stats)
+    }
+
+    /// Drains what is left, waits for the writer to store it, and returns.
+    pub fn finish(mut self) -> Result<()> {
+        self.stop.store(true, Ordering::Release);
+        match self.thread.take().map(JoinHandle::join) {
+            Some(Ok(result)) => result,
+            Some(Err(_)) => Err(anyhow!("the drainer thread panicked")),
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for Drainer {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Release);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}

@@ -1,0 +1,11 @@
+//! `ingero._core`: the native half of ingero. It loads and attaches the eBPF
+//! programs, drains their ring buffer and writes SQLite, with the GIL released;
+//! the Python package on top owns the CLI, analysis and MCP server.
+
+pub mod capture;
+pub mod clock;
+pub mod drain;
+pub mod store;
+pub mod tracer;
+
+mod python;

@@ -1,0 +1,153 @@
+//! The `ingero._core` Python module: a thin, typed surface over the Rust side.
+//! Every call that waits (attaching, starting, stopping, waiting for a child)
+//! releases the GIL.
+
+use std::{path::PathBuf, sync::Mutex};
+
+use ingero_common::codes::{OPS, SOURCES};
+use pyo3::{create_exception, exceptions::PyException, prelude::*, types::PyDict};
+
+use crate::{
+    capture::launch,
+    store::SessionInfo,
+    tracer::{TraceStats, Tracer},
+};
+
+create_exception!(_core, IngeroError, PyException, "An error ingero reports to the user as one line.");
+
+fn to_py(err: anyhow::Error) -> PyErr {
+    IngeroError::new_err(format!("{err:#}"))
+}
+
+/// Source code table: `(id, name, description)` rows.
+#[pyfunction]
+fn sources() -> Vec<(u8, &'static str, &'static str)> {
+    SOURCES.iter().map(|s| (s.id, s.name, s.description)).collect()
+}
+
+/// Op code table: `(source, id, name, description, arg0, arg1)` rows.
+#[pyfunction]
+#[allow(clippy::type_complexity)]
+fn ops() -> Vec<(u8, u8, &'static str, &'static str, &'static str, &'static str)> {
+    OPS.iter().map(|o| (o.source, o.id, o.name, o.description, o.arg0, o.arg1)).collect()
+}
+
+fn stats_dict<'py>(py: Python<'py>, s: &TraceStats) -> PyResult<Bound<'py, PyDict>> {
+    let d = PyDict::new(py);
+    d.set_item("received", s.received)?;
+    d.set_item("stored", s.stored)?;
+    d.set_item("dropped", s.dropped)?;
+    d.set_item("unpaired", s.unpaired)?;
+    d.set_item("malformed", s.malformed)?;
+    d.set_item("write_failed", s.write_failed)?;
+    d.set_item("write_error", s.write_error.clone())?;
+    Ok(d)
+}
+
+/// A trace run: load with `Tracer()`, `attach()` libraries, enrol targets,
+/// `start()` into a database, `stop()` to flush and get the final counts.
+#[pyclass(name = "Tracer", module = "ingero._core")]
+struct PyTracer {
+    inner: Mutex<Tracer>,
+}
+
+impl PyTracer {
+    fn with<T>(&self, f: impl FnOnce(&mut Tracer) -> anyhow::Result<T>) -> PyResult<T> {
+        let mut tracer = self.inner.lock().map_err(|_| IngeroError::new_err("tracer state poisoned"))?;
+        f(&mut tracer).map_err(to_py)
+    }
+}
+
+#[pymethods]
+impl PyTracer {
+    #[new]
+    #[pyo3(signature = (trace_all = false, ringbuf_bytes = 8 << 20))]
+    fn new(py: Python<'_>, trace_all: bool, ringbuf_bytes: u32) -> PyResult<Self> {
+        let tracer = py.detach(|| Tracer::new(trace_all, ringbuf_bytes)).map_err(to_py)?;
+        Ok(Self { inner: Mutex::new(tracer) })
+    }
+
+    /// Attaches the CUDA runtime probes to one library file; returns
+    /// `{"library", "symbols", "missing"}`.
+    fn attach<'py>(&self, py: Python<'py>, library: PathBuf) -> PyResult<Bound<'py, PyDict>> {
+        let a = py.detach(|| self.with(|t| t.attach(&library)))?;
+        let d = PyDict::new(py);
+        d.set_item("library", a.library)?;
+        d.set_item("symbols", a.symbols)?;
+        d.set_item("missing", a.missing)?;
+        Ok(d)
+    }
+
+    /// Records the calls of process `pid` (a tgid).
+    fn add_target(&self, pid: u32) -> PyResult<()> {
+        self.with(|t| t.add_target(pid))
+    }
+
+    #[pyo3(signature = (db_path, node, pid_filter = String::new(), flags = String::new(), python_ver = String::new(), ingero_ver = String::new()))]
+    #[allow(clippy::too_many_arguments)]
+    fn start(
+        &self,
+        py: Python<'_>,
+        db_path: PathBuf,
+        node: String,
+        pid_filter: String,
+        flags: String,
+        python_ver: String,
+        ingero_ver: String,
+    ) -> PyResult<()> {
+        let session = SessionInfo {
+            started_at_ns: crate::clock::wall_now_ns(),
+            node,
+            pid_filter,
+            flags,
+            python_ver,
+            ingero_ver,
+        };
+        py.detach(|| self.with(|t| t.start(&db_path, &session)))
+    }
+
+    /// Starts `argv` as a child that is a target from its first instruction;
+    /// returns its pid.
+    fn launch(&self, py: Python<'_>, argv: Vec<String>) -> PyResult<u32> {
+        py.detach(|| {
+            self.with(|t| {
+                let child = launch::spawn_gated(&argv)?;
+                if let Err(err) = t.add_target(child.pid) {
+                    drop(child); // closing the gate makes the child exit unrun
+                    return Err(err);
+                }
+                child.release()
+            })
+        })
+    }
+
+    fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let s = self.with(|t| Ok(t.stats()))?;
+        stats_dict(py, &s)
+    }
+
+    /// Detaches, drains and stores everything, closes the database.
+    fn stop<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let s = py.detach(|| self.with(Tracer::stop))?;
+        stats_dict(py, &s)
+    }
+}
+
+/// Waits up to `timeout_ms` (None: forever) for child `pid`; returns its exit
+/// code (128 + signal if killed) or None while it runs.
+#[pyfunction]
+#[pyo3(signature = (pid, timeout_ms = None))]
+fn wait_child(py: Python<'_>, pid: u32, timeout_ms: Option<u64>) -> PyResult<Option<i32>> {
+    py.detach(|| launch::wait(pid, timeout_ms)).map_err(to_py)
+}
+
+#[pymodule]
+fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add("__version__", env!("CARGO_PKG_VERSION"))?;
+    m.add("IngeroError", m.py().get_type::<IngeroError>())?;
+    m.add_class::<PyTracer>()?;
+    m.add_function(wrap_pyfunction!(sources, m)?)?;
+    m.add_function(wrap_pyfunction!(ops, m)?)?;
+    m.add_function(wrap_pyfunction!(wait_child, m)?)?;
+    Ok(())
+}

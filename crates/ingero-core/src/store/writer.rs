@@ -1,0 +1,177 @@
+//! The writer thread: batches of drained events become one SQLite transaction each.
+
+use std::{
+    collections::HashSet,
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicU64, Ordering},
+        mpsc::{Receiver, SyncSender, sync_channel},
+    },
+    thread::JoinHandle,
+};
+
+use anyhow::{Context as _, Result, anyhow};
+use ingero_common::event::COMM_LEN;
+use rusqlite::{Connection, params};
+
+use super::{SessionInfo, next_event_seq, session};
+
+/// One row of `events`, already converted to wall-clock time.
+#[derive(Debug, Clone, Copy)]
+pub struct EventRow {
+    pub timestamp_ns: i64,
+    pub pid: u32,
+    pub tid: u32,
+    pub source: u8,
+    pub op: u8,
+    pub duration_ns: i64,
+    pub gpu_id: u32,
+    pub arg0: u64,
+    pub arg1: u64,
+    pub ret_code: i32,
+    pub cgroup_id: u64,
+    pub comm: [u8; COMM_LEN],
+}
+
+impl EventRow {
+    pub fn comm_str(&self) -> String {
+        let end = self.comm.iter().position(|&b| b == 0).unwrap_or(COMM_LEN);
+        String::from_utf8_lossy(&self.comm[..end]).into_owned()
+    }
+}
+
+/// What the writer has done so far; shared with whoever reports progress.
+#[derive(Debug, Default)]
+pub struct WriterStats {
+    pub stored: AtomicU64,
+    pub failed: AtomicU64,
+    /// The first write error, kept so the end-of-trace report can name it.
+    pub first_error: Mutex<Option<String>>,
+}
+
+/// Handle to the writer thread. Dropping the last sender ends the thread after
+/// it has written everything already queued.
+pub struct Writer {
+    sender: Option<SyncSender<Vec<EventRow>>>,
+    thread: Option<JoinHandle<Result<()>>>,
+    stats: Arc<WriterStats>,
+}
+
+/// Batches queued ahead of the writer before the drainer waits; the wait is
+/// what turns a slow disk into counted ring-buffer drops instead of memory growth.
+const QUEUE_DEPTH: usize = 64;
+
+const INSERT_EVENT: &str = "INSERT INTO events \
+    (id, timestamp, pid, tid, source, op, duration, gpu_id, arg0, arg1, ret_code, node, comm, cgroup_id) \
+    VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)";
+
+impl Writer {
+    /// Starts the writer on `conn`, numbering ids after those already in the file.
+    pub fn spawn(conn: Connection, info: &SessionInfo) -> Result<Self> {
+        let node = info.node.clone();
+        let next_seq = next_event_seq(&conn, &node)?;
+        let session_id = session::begin(&conn, info)?;
+        let (sender, receiver) = sync_channel(QUEUE_DEPTH);
+        let stats = Arc::new(WriterStats::default());
+        let thread_stats = Arc::clone(&stats);
+        let thread = std::thread::Builder::new()
+            .name("ingero-writer".into())
+            .spawn(move || write_loop(conn, node, next_seq, session_id, receiver, &thread_stats))
+            .context("cannot start the writer thread")?;
+        Ok(Self { sender: Some(sender), thread: Some(thread), stats })
+    }
+
+    pub fn stats(&self) -> Arc<WriterStats> {
+        Arc::clone(&self.stats)
+    }
+
+    /// Queues a batch, waiting while the writer is `QUEUE_DEPTH` batches behind.
+    pub fn send(&self, batch: Vec<EventRow>) -> Result<()> {
+        let sender = self.sender.as_ref().ok_or_else(|| anyhow!("writer already finished"))?;
+        sender.send(batch).map_err(|_| anyhow!("the writer thread stopped"))
+    }
+
+    /// Writes everything queued, then closes the database.
+    pub fn finish(mut self) -> Result<()> {
+        self.sender = None;
+        match self.thread.take().map(JoinHandle::join) {
+            Some(Ok(result)) => result,
+            Some(Err(_)) => Err(anyhow!("the writer thread panicked")),
+            None => Ok(()),
+        }
+    }
+}
+
+fn write_loop(
+    mut conn: Connection,
+    node: String,
+    mut next_seq: u64,
+    session_id: i64,
+    receiver: Receiver<Vec<EventRow>>,
+    stats: &WriterStats,
+) -> Result<()> {
+    let mut named_pids = HashSet::new();
+    for batch in receiver {
+        match write_batch(&mut conn, &node, next_seq, &batch, &mut named_pids) {
+            Ok(()) => {
+                next_seq += batch.len() as u64;
+                stats.stored.fetch_add(batch.len() as u64, Ordering::Relaxed);
+            }
+            Err(err) => {
+                stats.failed.fetch_add(batch.len() as u64, Ordering::Relaxed);
+                let mut first = stats.first_error.lock().unwrap_or_else(|e| e.into_inner());
+                first.get_or_insert_with(|| format!("{err:#}"));
+            }
+        }
+    }
+    session::end(&conn, session_id, crate::clock::wall_now_ns())?;
+    // Fold the WAL back so the file is complete on its own when copied elsewhere.
+    conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE);")?;
+    conn.close().map_err(|(_, err)| err)?;
+    Ok(())
+}
+
+fn write_batch(
+    conn: &mut Connection,
+    node: &str,
+    first_seq: u64,
+    batch: &[EventRow],
+    named_pids: &mut HashSet<u32>,
+) -> Result<()> {
+    let tx = conn.transaction()?;
+    {
+        let mut insert = tx.prepare_cached(INSERT_EVENT)?;
+        let mut name = tx.prepare_cached(
+            "INSERT OR REPLACE INTO process_names (pid, name, seen_at) VALUES (?1, ?2, ?3)",
+        )?;
+        let mut id = String::with_capacity(node.len() + 21);
+        for (seq, row) in (first_seq..).zip(batch) {
+            id.clear();
+            id.push_str(node);
+            id.push(':');
+            id.push_str(&seq.to_string());
+            let comm = row.comm_str();
+            insert.execute(params![
+                id,
+                row.timestamp_ns,
+                row.pid,
+                row.tid,
+                row.source,
+                row.op,
+                row.duration_ns,
+                row.gpu_id,
+                row.arg0 as i64,
+                row.arg1 as i64,
+                row.ret_code,
+                node,
+                comm,
+                row.cgroup_id as i64,
+            ])?;
+            if named_pids.insert(row.pid) {
+                name.execute(params![row.pid, comm, row.timestamp_ns])?;
+            }
+        }
+    }
+    tx.commit()?;
+    Ok(())
+}

@@ -1,0 +1,111 @@
+//! One trace run: probes loaded and attached, targets enrolled, the drainer and
+//! writer running, and the counts that say whether anything was lost.
+
+use std::{path::Path, sync::Arc, sync::atomic::Ordering};
+
+use anyhow::{Result, anyhow};
+use aya::maps::{HashMap, MapData, PerCpuArray, RingBuf};
+use ingero_common::event::counter;
+
+use crate::{
+    capture::programs::{Attachment, CudaProbes},
+    clock,
+    drain::{DrainStats, Drainer},
+    store::{self, SessionInfo, Writer, WriterStats},
+};
+
+/// Where every event went: `received == stored + write_failed` once stopped, and
+/// `dropped` events never reached user space.
+#[derive(Debug, Default, Clone)]
+pub struct TraceStats {
+    pub received: u64,
+    pub stored: u64,
+    /// Lost in the kernel: the ring buffer was full.
+    pub dropped: u64,
+    /// Returns with no recorded entry (the call began before tracing started).
+    pub unpaired: u64,
+    pub malformed: u64,
+    pub write_failed: u64,
+    pub write_error: Option<String>,
+}
+
+pub struct Tracer {
+    probes: Option<CudaProbes>,
+    targets: HashMap<MapData, u32, u8>,
+    counters: PerCpuArray<MapData, u64>,
+    events: Option<RingBuf<MapData>>,
+    drainer: Option<Drainer>,
+    drain_stats: Arc<DrainStats>,
+    writer_stats: Arc<WriterStats>,
+    attachments: Vec<Attachment>,
+}
+
+impl Tracer {
+    pub fn new(trace_all: bool, ringbuf_bytes: u32) -> Result<Self> {
+        let mut probes = CudaProbes::load(trace_all, ringbuf_bytes)?;
+        Ok(Self {
+            targets: probes.take_targets()?,
+            counters: probes.take_counters()?,
+            events: Some(probes.take_events()?),
+            probes: Some(probes),
+            drainer: None,
+            drain_stats: Arc::default(),
+            writer_stats: Arc::default(),
+            attachments: Vec::new(),
+        })
+    }
+
+    pub fn attach(&mut self, library: &Path) -> Result<Attachment> {
+        let probes = self.probes.as_mut().ok_or_else(|| anyhow!("the trace has stopped"))?;
+        let attachment = probes.attach(library)?;
+        self.attachments.push(attachment.clone());
+        Ok(attachment)
+    }
+
+    pub fn attachments(&self) -> &[Attachment] {
+        &self.attachments
+    }
+
+    pub fn add_target(&mut self, pid: u32) -> Result<()> {
+        self.targets.insert(pid, 1, 0).map_err(|e| anyhow!("cannot enrol pid {pid}: {e}"))
+    }
+
+    /// Opens the database and starts draining into it.
+    pub fn start(&mut self, db: &Path, session: &SessionInfo) -> Result<()> {
+        let ring = self.events.take().ok_or_else(|| anyhow!("the trace was already started"))?;
+        let conn = store::open_for_write(db)?;
+        let writer = Writer::spawn(conn, session)?;
+        self.writer_stats = writer.stats();
+        let drainer = Drainer::spawn(ring, writer, clock::monotonic_to_wall_offset())?;
+        self.drain_stats = drainer.stats();
+        self.drainer = Some(drainer);
+        Ok(())
+    }
+
+    fn kernel_counter(&self, index: u32) -> u64 {
+        self.counters.get(&index, 0).map_or(0, |values| values.iter().sum())
+    }
+
+    pub fn stats(&self) -> TraceStats {
+        let write_error = self.writer_stats.first_error.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        TraceStats {
+            received: self.drain_stats.received.load(Ordering::Relaxed),
+            stored: self.writer_stats.stored.load(Ordering::Relaxed),
+            dropped: self.kernel_counter(counter::RINGBUF_FULL),
+            unpaired: self.kernel_counter(counter::UNPAIRED_RETURN),
+            malformed: self.drain_stats.malformed.load(Ordering::Relaxed),
+            write_failed: self.writer_stats.failed.load(Ordering::Relaxed),
+            write_error,
+        }
+    }
+
+    /// Detaches the probes, drains and stores what they produced, closes the database.
+    pub fn stop(&mut self) -> Result<TraceStats> {
+        // Detach first: nothing produced after this point can be missed by the final drain.
+        self.probes = None;
+        if let Some(drainer) = self.drainer.take() {
+            drainer.finish()?;
+        }
+        Ok(self.stats())
+    }
+}

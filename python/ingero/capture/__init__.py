@@ -1,0 +1,1 @@
+"""Capture: finding what to trace and running the native tracer on it."""

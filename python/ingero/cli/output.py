@@ -1,0 +1,17 @@
+"""Where the CLI writes: results to stdout, progress and errors to stderr."""
+
+from __future__ import annotations
+
+from typing import NoReturn
+
+import typer
+from rich.console import Console
+
+stdout = Console(highlight=False)
+stderr = Console(stderr=True, highlight=False)
+
+
+def fail(message: str, code: int = 1) -> NoReturn:
+    """One clear line on stderr and a non-zero exit: how every bad input ends."""
+    stderr.print(f"[bold red]error:[/] {message}", soft_wrap=True)
+    raise typer.Exit(code)

@@ -1,0 +1,103 @@
+"""`ingero trace`: record CUDA calls of a command or running processes into SQLite."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from ingero import _core
+from ingero.capture.run import TraceError, TraceRequest, TraceResult, default_node, run_trace
+from ingero.cli.output import fail, stderr, stdout
+from ingero.durations import parse_duration
+from ingero.store.paths import default_db_path
+
+
+def _parse_pids(text: str) -> list[int]:
+    pids = []
+    for part in text.split(","):
+        part = part.strip()
+        if not part.isdigit() or int(part) <= 0:
+            fail(f"--pid: not a process id: {part!r}")
+        pids.append(int(part))
+    return pids
+
+
+def _report(result: TraceResult, db: Path) -> None:
+    s = result.stats
+    lost = s["dropped"] + s["write_failed"]
+    stdout.print(
+        f"events: received {s['received']}, stored {s['stored']}, dropped {s['dropped']}"
+        + (f", write failures {s['write_failed']}" if s["write_failed"] else "")
+    )
+    if s["unpaired"]:
+        stdout.print(f"note: {s['unpaired']} calls were already in progress when tracing began")
+    if s["write_error"]:
+        stderr.print(f"[bold red]warning:[/] writing failed: {s['write_error']}")
+    if lost:
+        stderr.print(f"[bold yellow]warning:[/] {lost} events were lost")
+    stdout.print(f"database: {db}")
+
+
+def trace(
+    ctx: typer.Context,
+    command: Annotated[
+        list[str] | None, typer.Argument(help="Command to launch and trace (after --).", show_default=False)
+    ] = None,
+    pid: Annotated[
+        str | None, typer.Option("--pid", "-p", help="Trace running process(es): PID or PID,PID,...")
+    ] = None,
+    duration: Annotated[
+        str | None, typer.Option("--duration", "-d", help="Stop after this long (e.g. 10s, 2m).")
+    ] = None,
+    db: Annotated[
+        Path | None,
+        typer.Option("--db", help="SQLite database to write ($INGERO_DB, else ~/.ingero/ingero.db)."),
+    ] = None,
+    cuda_lib: Annotated[
+        list[Path] | None,
+        typer.Option("--cuda-lib", help="libcudart.so to attach to (repeatable); skips discovery."),
+    ] = None,
+    node: Annotated[str | None, typer.Option(help="Node name for event ids (default: hostname).")] = None,
+) -> None:
+    """Trace CUDA runtime calls into SQLite: `ingero trace -- CMD` or `ingero trace --pid N`."""
+    seconds = None
+    if duration is not None:
+        try:
+            seconds = parse_duration(duration)
+        except ValueError as err:
+            fail(f"--duration: {err}")
+    if node is not None and (":" in node or not node):
+        fail("--node: must be non-empty and contain no ':'")
+    database = db if db is not None else default_db_path(create_dir=True)
+    request = TraceRequest(
+        db=database,
+        node=node or default_node(),
+        pids=_parse_pids(pid) if pid else [],
+        command=list(command or []),
+        duration=seconds,
+        cuda_libs=list(cuda_lib or []),
+    )
+
+    def attached(a: _core.Attachment) -> None:
+        missing = f" (absent: {', '.join(a['missing'])})" if a["missing"] else ""
+        stderr.print(f"attached {len(a['symbols'])} CUDA runtime probes to {a['library']}{missing}")
+
+    try:
+        result = run_trace(request, on_attach=attached)
+    except TraceError as err:
+        fail(str(err))
+    _report(result, database)
+    if result.exit_code is not None and request.command:
+        raise typer.Exit(result.exit_code)
+
+
+def register(app: typer.Typer) -> None:
+    app.command(
+        "trace",
+        context_settings={"allow_interspersed_args": False},
+    )(trace)
+
+
+__all__ = ["register", "trace"]

@@ -1,0 +1,1 @@
+"""Store: where databases live and how they are read."""

@@ -1,0 +1,88 @@
+#!/usr/bin/env bash
+# Installs everything ingero needs to build and test, on a fresh Debian machine.
+# Idempotent: each step checks first and says what it did; a second run is quick.
+set -euo pipefail
+
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+CACHE=${INGERO_CACHE_DIR:-$HOME/.cache/ingero}
+VENV=${INGERO_VENV:-$ROOT/.venv}
+BPF_LINKER_VERSION=0.13.0
+BPF_TOOLCHAIN=${INGERO_BPF_TOOLCHAIN:-ingero-bpf}
+# Debian's rustc-web ships a prebuilt `core` for bpfel-unknown-none, so the eBPF
+# crate needs no nightly and no build-std; llvm-22-dev is what bpf-linker links.
+APT_PACKAGES=(rustc-web cargo-web libstd-rust-web-dev-bpf llvm-22-dev libpolly-22-dev
+              libzstd-dev zlib1g-dev gcc make python3-venv)
+
+step() { printf '==> %s\n' "$*"; }
+die() { printf 'setup: error: %s\n' "$*" >&2; exit 1; }
+
+started=$(date +%s)
+
+step "Debian packages"
+missing=()
+for pkg in "${APT_PACKAGES[@]}"; do
+    dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
+done
+if ((${#missing[@]})); then
+    command -v apt-get >/dev/null || die "apt-get not found: install ${missing[*]} by hand"
+    SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO=sudo
+    echo "    installing: ${missing[*]}"
+    $SUDO apt-get update -qq || die "apt-get update failed"
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null \
+        || die "apt-get install ${missing[*]} failed"
+else
+    echo "    all present"
+fi
+[ -d /usr/lib/rustlib/bpfel-unknown-none ] || die "libstd-rust-web-dev-bpf did not provide /usr/lib/rustlib/bpfel-unknown-none"
+
+step "host Rust toolchain"
+command -v cargo >/dev/null || die "cargo not found on PATH"
+echo "    $(cargo --version)"
+
+step "eBPF toolchain ($BPF_TOOLCHAIN -> Debian's rustc $(/usr/bin/rustc --version | cut -d' ' -f2))"
+if command -v rustup >/dev/null; then
+    # aya-build runs `rustup run <toolchain> cargo build` for the eBPF crate.
+    if ! rustup run "$BPF_TOOLCHAIN" rustc --version 2>/dev/null | grep -q .; then
+        rustup toolchain link "$BPF_TOOLCHAIN" /usr || die "rustup toolchain link $BPF_TOOLCHAIN /usr failed"
+        echo "    linked rustup toolchain $BPF_TOOLCHAIN to /usr"
+    else
+        echo "    present"
+    fi
+else
+    echo "    no rustup: aya-build will use the cargo on PATH"
+fi
+
+step "bpf-linker $BPF_LINKER_VERSION (LLVM 22)"
+linker=$CACHE/bpf-linker/bin/bpf-linker
+if [ -x "$linker" ] && "$linker" --version 2>/dev/null | grep -q "$BPF_LINKER_VERSION"; then
+    echo "    cached at $linker"
+else
+    echo "    building from crates.io (about a minute)"
+    LLVM_PREFIX=/usr/lib/llvm-22 LLVM_SYS_221_PREFIX=/usr/lib/llvm-22 \
+        cargo install --quiet --locked "bpf-linker@$BPF_LINKER_VERSION" --no-default-features \
+        --features llvm-22 --root "$CACHE/bpf-linker" || die "cargo install bpf-linker failed"
+fi
+
+step "Python virtual environment ($VENV)"
+PYTHON=${PYTHON:-python3}
+if [ ! -x "$VENV/bin/python" ]; then
+    "$PYTHON" -m venv "$VENV" || die "$PYTHON -m venv failed"
+    echo "    created"
+fi
+"$VENV/bin/python" -m pip install --quiet --upgrade pip 'maturin>=1.7,<2' || die "pip install maturin failed"
+
+step "ingero (eBPF objects + ingero._core) into the virtual environment"
+export PATH="$CACHE/bpf-linker/bin:$PATH"
+VIRTUAL_ENV=$VENV "$VENV/bin/maturin" develop --quiet --release --extras dev \
+    || die "maturin develop failed (see the output above)"
+
+step "simulated CUDA library"
+bash tests/simcuda/build.sh "$ROOT/tests/simcuda/build" || die "tests/simcuda/build.sh failed"
+
+if [ "$(id -u)" -eq 0 ] && [ ! -e /sys/kernel/tracing/trace_pipe ] && [ -d /sys/kernel/tracing ]; then
+    step "tracefs"
+    mount -t tracefs nodev /sys/kernel/tracing 2>/dev/null && echo "    mounted" || echo "    could not mount (tracepoints will be unavailable)"
+fi
+
+echo "setup done in $(( $(date +%s) - started ))s"
