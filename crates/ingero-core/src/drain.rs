@@ -62,7 +62,11 @@ fn parse(record: &[u8], wall_offset_ns: i64) -> Option<EventRow> {
 }
 
 fn wait_readable(fd: i32) -> Result<()> {
-    let mut pfd = libc::pollfd { fd, events: libc::POLLIN, revents: 0 };
+    let mut pfd = libc::pollfd {
+        fd,
+        events: libc::POLLIN,
+        revents: 0,
+    };
     // SAFETY: one valid pollfd.
     if unsafe { libc::poll(&mut pfd, 1, POLL_TIMEOUT_MS) } < 0 {
         let err = std::io::Error::last_os_error();
@@ -96,12 +100,18 @@ fn drain_loop(
                 }
             }
             if batch.len() >= BATCH_ROWS {
-                writer.send(std::mem::replace(&mut batch, Vec::with_capacity(BATCH_ROWS)))?;
+                writer.send(std::mem::replace(
+                    &mut batch,
+                    Vec::with_capacity(BATCH_ROWS),
+                ))?;
                 batch_started = Instant::now();
             }
         }
         if !batch.is_empty() && (stopping || batch_started.elapsed() >= BATCH_AGE) {
-            writer.send(std::mem::replace(&mut batch, Vec::with_capacity(BATCH_ROWS)))?;
+            writer.send(std::mem::replace(
+                &mut batch,
+                Vec::with_capacity(BATCH_ROWS),
+            ))?;
             batch_started = Instant::now();
         }
         if stopping {
@@ -124,7 +134,11 @@ impl Drainer {
             .name("ingero-drain".into())
             .spawn(move || drain_loop(ring, writer, wall_offset_ns, &thread_stop, &thread_stats))
             .context("cannot start the drainer thread")?;
-        Ok(Self { stop, thread: Some(thread), stats })
+        Ok(Self {
+            stop,
+            thread: Some(thread),
+            stats,
+        })
     }
 
     pub fn stats(&self) -> Arc<DrainStats> {

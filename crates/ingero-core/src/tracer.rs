@@ -56,7 +56,10 @@ impl Tracer {
     }
 
     pub fn attach(&mut self, library: &Path) -> Result<Attachment> {
-        let probes = self.probes.as_mut().ok_or_else(|| anyhow!("the trace has stopped"))?;
+        let probes = self
+            .probes
+            .as_mut()
+            .ok_or_else(|| anyhow!("the trace has stopped"))?;
         let attachment = probes.attach(library)?;
         self.attachments.push(attachment.clone());
         Ok(attachment)
@@ -67,12 +70,17 @@ impl Tracer {
     }
 
     pub fn add_target(&mut self, pid: u32) -> Result<()> {
-        self.targets.insert(pid, 1, 0).map_err(|e| anyhow!("cannot enrol pid {pid}: {e}"))
+        self.targets
+            .insert(pid, 1, 0)
+            .map_err(|e| anyhow!("cannot enrol pid {pid}: {e}"))
     }
 
     /// Opens the database and starts draining into it.
     pub fn start(&mut self, db: &Path, session: &SessionInfo) -> Result<()> {
-        let ring = self.events.take().ok_or_else(|| anyhow!("the trace was already started"))?;
+        let ring = self
+            .events
+            .take()
+            .ok_or_else(|| anyhow!("the trace was already started"))?;
         let conn = store::open_for_write(db)?;
         let writer = Writer::spawn(conn, session)?;
         self.writer_stats = writer.stats();
@@ -83,11 +91,18 @@ impl Tracer {
     }
 
     fn kernel_counter(&self, index: u32) -> u64 {
-        self.counters.get(&index, 0).map_or(0, |values| values.iter().sum())
+        self.counters
+            .get(&index, 0)
+            .map_or(0, |values| values.iter().sum())
     }
 
     pub fn stats(&self) -> TraceStats {
-        let write_error = self.writer_stats.first_error.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let write_error = self
+            .writer_stats
+            .first_error
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
         TraceStats {
             received: self.drain_stats.received.load(Ordering::Relaxed),
             stored: self.writer_stats.stored.load(Ordering::Relaxed),

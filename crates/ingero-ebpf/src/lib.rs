@@ -69,7 +69,7 @@ fn is_target(pid: u32) -> bool {
     // SAFETY: a read-only global patched by the loader; volatile so the
     // compiler cannot fold the default away.
     let trace_all = unsafe { core::ptr::read_volatile(&TRACE_ALL) };
-    trace_all != 0 || unsafe { TARGET_PIDS.get(&pid) }.is_some()
+    trace_all != 0 || unsafe { TARGET_PIDS.get(pid) }.is_some()
 }
 
 /// Remembers a call's entry if its process is traced.
@@ -79,19 +79,30 @@ pub fn enter(op: u8, arg0: u64, arg1: u64, out_ptr: u64) {
     if !is_target((pid_tgid >> 32) as u32) {
         return;
     }
-    let key = CallKey { pid_tgid, op: op.into() };
-    let entry = CallEntry { timestamp_ns: now_ns(), arg0, arg1, out_ptr };
+    let key = CallKey {
+        pid_tgid,
+        op: op.into(),
+    };
+    let entry = CallEntry {
+        timestamp_ns: now_ns(),
+        arg0,
+        arg1,
+        out_ptr,
+    };
     // A full map loses this call; the return probe counts it as unpaired.
-    let _ = CALLS.insert(&key, &entry, 0);
+    let _ = CALLS.insert(key, entry, 0);
 }
 
 /// Takes the entry of the call now returning on this thread.
 #[inline(always)]
 pub fn take_entry(op: u8) -> Option<(u64, CallEntry)> {
     let pid_tgid = bpf_get_current_pid_tgid();
-    let key = CallKey { pid_tgid, op: op.into() };
+    let key = CallKey {
+        pid_tgid,
+        op: op.into(),
+    };
     // SAFETY: the value is copied out before the entry is removed.
-    let entry = match unsafe { CALLS.get(&key) } {
+    let entry = match unsafe { CALLS.get(key) } {
         Some(entry) => *entry,
         None => {
             if is_target((pid_tgid >> 32) as u32) {
@@ -100,7 +111,7 @@ pub fn take_entry(op: u8) -> Option<(u64, CallEntry)> {
             return None;
         }
     };
-    let _ = CALLS.remove(&key);
+    let _ = CALLS.remove(key);
     Some((pid_tgid, entry))
 }
 

@@ -18,7 +18,10 @@ def effective_capabilities() -> int:
 def missing_privileges() -> str | None:
     """A one-line reason tracing cannot work, or None when it can."""
     caps = effective_capabilities()
-    has = lambda cap: bool(caps & (1 << cap))  # noqa: E731
+
+    def has(cap: int) -> bool:
+        return bool(caps & (1 << cap))
+
     if has(CAP_SYS_ADMIN) or (has(CAP_BPF) and has(CAP_PERFMON)):
         return None
     return "tracing needs root (or the CAP_BPF and CAP_PERFMON capabilities); run it with sudo"

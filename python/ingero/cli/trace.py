@@ -16,8 +16,8 @@ from ingero.store.paths import default_db_path
 
 def _parse_pids(text: str) -> list[int]:
     pids = []
-    for part in text.split(","):
-        part = part.strip()
+    for raw in text.split(","):
+        part = raw.strip()
         if not part.isdigit() or int(part) <= 0:
             fail(f"--pid: not a process id: {part!r}")
         pids.append(int(part))
@@ -40,8 +40,7 @@ def _report(result: TraceResult, db: Path) -> None:
     stdout.print(f"database: {db}")
 
 
-def trace(
-    ctx: typer.Context,
+def trace(  # noqa: PLR0917 - Typer maps each parameter to an option
     command: Annotated[
         list[str] | None, typer.Argument(help="Command to launch and trace (after --).", show_default=False)
     ] = None,

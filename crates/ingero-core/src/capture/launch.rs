@@ -33,7 +33,9 @@ fn pipe_cloexec() -> Result<(OwnedFd, OwnedFd)> {
 /// name before anything is forked.
 fn resolve_program(program: &OsStr) -> Result<PathBuf> {
     let is_executable = |p: &Path| {
-        let Ok(c) = CString::new(p.as_os_str().as_bytes()) else { return false };
+        let Ok(c) = CString::new(p.as_os_str().as_bytes()) else {
+            return false;
+        };
         // SAFETY: a valid NUL-terminated path.
         p.is_file() && unsafe { libc::access(c.as_ptr(), libc::X_OK) } == 0
     };
@@ -42,7 +44,10 @@ fn resolve_program(program: &OsStr) -> Result<PathBuf> {
         if is_executable(candidate) {
             return Ok(candidate.to_path_buf());
         }
-        bail!("command not found or not executable: {}", candidate.display());
+        bail!(
+            "command not found or not executable: {}",
+            candidate.display()
+        );
     }
     let path = std::env::var_os("PATH").unwrap_or_else(|| "/usr/local/bin:/usr/bin:/bin".into());
     std::env::split_paths(&path)
@@ -70,7 +75,10 @@ fn read_retrying(fd: i32, buf: &mut [u8]) -> isize {
 pub fn spawn_gated(argv: &[String]) -> Result<GatedChild> {
     let program = argv.first().ok_or_else(|| anyhow!("no command given"))?;
     let path = cstring(resolve_program(OsStr::new(program))?.as_os_str().as_bytes())?;
-    let args: Vec<CString> = argv.iter().map(|a| cstring(a.as_bytes())).collect::<Result<_>>()?;
+    let args: Vec<CString> = argv
+        .iter()
+        .map(|a| cstring(a.as_bytes()))
+        .collect::<Result<_>>()?;
     let mut arg_ptrs: Vec<*const libc::c_char> = args.iter().map(|a| a.as_ptr()).collect();
     arg_ptrs.push(std::ptr::null());
 
@@ -89,7 +97,10 @@ pub fn spawn_gated(argv: &[String]) -> Result<GatedChild> {
             unsafe { libc::_exit(126) };
         }
         unsafe { libc::execv(path.as_ptr(), arg_ptrs.as_ptr()) };
-        let errno = std::io::Error::last_os_error().raw_os_error().unwrap_or(0).to_ne_bytes();
+        let errno = std::io::Error::last_os_error()
+            .raw_os_error()
+            .unwrap_or(0)
+            .to_ne_bytes();
         unsafe {
             libc::write(status_write.as_raw_fd(), errno.as_ptr().cast(), errno.len());
             libc::_exit(127);
@@ -97,7 +108,11 @@ pub fn spawn_gated(argv: &[String]) -> Result<GatedChild> {
     }
     drop(gate_read);
     drop(status_write);
-    Ok(GatedChild { pid: pid as u32, gate: gate_write, exec_status: status_read })
+    Ok(GatedChild {
+        pid: pid as u32,
+        gate: gate_write,
+        exec_status: status_read,
+    })
 }
 
 impl GatedChild {
@@ -106,7 +121,10 @@ impl GatedChild {
         // SAFETY: writing one byte from a valid buffer to our pipe.
         let written = unsafe { libc::write(self.gate.as_raw_fd(), [1u8].as_ptr().cast(), 1) };
         if written != 1 {
-            bail!("cannot start the traced command: {}", std::io::Error::last_os_error());
+            bail!(
+                "cannot start the traced command: {}",
+                std::io::Error::last_os_error()
+            );
         }
         drop(self.gate);
         let mut errno = [0u8; 4];
@@ -123,7 +141,8 @@ impl GatedChild {
 /// Waits for `pid` to exit, at most `timeout_ms` (None: forever). Returns the
 /// exit code (128 + signal for a killed child), or None if it is still running.
 pub fn wait(pid: u32, timeout_ms: Option<u64>) -> Result<Option<i32>> {
-    let deadline = timeout_ms.map(|ms| std::time::Instant::now() + std::time::Duration::from_millis(ms));
+    let deadline =
+        timeout_ms.map(|ms| std::time::Instant::now() + std::time::Duration::from_millis(ms));
     loop {
         let mut status = 0;
         let flags = if deadline.is_some() { libc::WNOHANG } else { 0 };

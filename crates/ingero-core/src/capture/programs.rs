@@ -54,7 +54,10 @@ fn permission_hint(err: &(dyn std::error::Error + 'static)) -> bool {
 fn raise_memlock_limit() {
     // Kernels before 5.11 charge BPF maps to RLIMIT_MEMLOCK; later ones use the
     // memory cgroup, where this is a harmless no-op.
-    let unlimited = libc::rlimit { rlim_cur: libc::RLIM_INFINITY, rlim_max: libc::RLIM_INFINITY };
+    let unlimited = libc::rlimit {
+        rlim_cur: libc::RLIM_INFINITY,
+        rlim_max: libc::RLIM_INFINITY,
+    };
     // SAFETY: a valid rlimit struct; failure leaves the limit as it was.
     unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &unlimited) };
 }
@@ -85,7 +88,9 @@ impl CudaProbes {
                     .program_mut(&name)
                     .ok_or_else(|| anyhow!("eBPF object lacks program {name}"))?
                     .try_into()?;
-                probe.load().with_context(|| format!("the kernel rejected program {name}"))?;
+                probe
+                    .load()
+                    .with_context(|| format!("the kernel rejected program {name}"))?;
             }
         }
         Ok(Self { ebpf })
@@ -94,8 +99,11 @@ impl CudaProbes {
     /// Attaches every runtime probe whose symbol `library` exports. A library
     /// without any of them is an error; a few missing symbols are not.
     pub fn attach(&mut self, library: &Path) -> Result<Attachment> {
-        let mut attachment =
-            Attachment { library: library.display().to_string(), symbols: Vec::new(), missing: Vec::new() };
+        let mut attachment = Attachment {
+            library: library.display().to_string(),
+            symbols: Vec::new(),
+            missing: Vec::new(),
+        };
         for &(symbol, program) in RUNTIME_PROBES {
             let mut attached = true;
             for name in [program.to_string(), format!("{program}_ret")] {
@@ -104,7 +112,10 @@ impl CudaProbes {
                     .program_mut(&name)
                     .ok_or_else(|| anyhow!("eBPF object lacks program {name}"))?
                     .try_into()?;
-                if probe.attach(symbol, library, UProbeScope::AllProcesses).is_err() {
+                if probe
+                    .attach(symbol, library, UProbeScope::AllProcesses)
+                    .is_err()
+                {
                     attached = false;
                     break;
                 }
@@ -116,23 +127,35 @@ impl CudaProbes {
             }
         }
         if attachment.symbols.is_empty() {
-            bail!("{} exports none of the CUDA runtime functions ingero traces", library.display());
+            bail!(
+                "{} exports none of the CUDA runtime functions ingero traces",
+                library.display()
+            );
         }
         Ok(attachment)
     }
 
     pub fn take_targets(&mut self) -> Result<HashMap<MapData, u32, u8>> {
-        let map = self.ebpf.take_map("TARGET_PIDS").ok_or_else(|| anyhow!("eBPF object lacks TARGET_PIDS"))?;
+        let map = self
+            .ebpf
+            .take_map("TARGET_PIDS")
+            .ok_or_else(|| anyhow!("eBPF object lacks TARGET_PIDS"))?;
         Ok(HashMap::try_from(map)?)
     }
 
     pub fn take_events(&mut self) -> Result<RingBuf<MapData>> {
-        let map = self.ebpf.take_map("EVENTS").ok_or_else(|| anyhow!("eBPF object lacks EVENTS"))?;
+        let map = self
+            .ebpf
+            .take_map("EVENTS")
+            .ok_or_else(|| anyhow!("eBPF object lacks EVENTS"))?;
         Ok(RingBuf::try_from(map)?)
     }
 
     pub fn take_counters(&mut self) -> Result<PerCpuArray<MapData, u64>> {
-        let map = self.ebpf.take_map("COUNTERS").ok_or_else(|| anyhow!("eBPF object lacks COUNTERS"))?;
+        let map = self
+            .ebpf
+            .take_map("COUNTERS")
+            .ok_or_else(|| anyhow!("eBPF object lacks COUNTERS"))?;
         Ok(PerCpuArray::try_from(map)?)
     }
 }

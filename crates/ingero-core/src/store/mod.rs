@@ -22,20 +22,41 @@ const SCHEMA: &str = include_str!("schema.sql");
 const SCHEMA_NOTES: &[(&str, &str)] = &[
     ("version", "0.10"),
     ("writer", concat!("ingero-rs ", env!("CARGO_PKG_VERSION"))),
-    ("timestamp_unit", "nanoseconds (Unix epoch); for traced calls, the time the call was entered"),
+    (
+        "timestamp_unit",
+        "nanoseconds (Unix epoch); for traced calls, the time the call was entered",
+    ),
     ("duration_unit", "nanoseconds"),
-    ("arg0_note", "Operation-specific; see the ops table and `ingero schema` for each op's meaning"),
-    ("arg1_note", "Operation-specific; see the ops table and `ingero schema` for each op's meaning"),
-    ("ret_code_note", "The call's return value (cudaError_t / CUresult, 0 = success). Host events: 0."),
-    ("id_note", "events.id is '{node}:{seq}', unique across merged node databases"),
+    (
+        "arg0_note",
+        "Operation-specific; see the ops table and `ingero schema` for each op's meaning",
+    ),
+    (
+        "arg1_note",
+        "Operation-specific; see the ops table and `ingero schema` for each op's meaning",
+    ),
+    (
+        "ret_code_note",
+        "The call's return value (cudaError_t / CUresult, 0 = success). Host events: 0.",
+    ),
+    (
+        "id_note",
+        "events.id is '{node}:{seq}', unique across merged node databases",
+    ),
     (
         "example_query",
         "SELECT e.id, s.name AS source, o.name AS op, e.duration/1000 AS dur_us, e.pid FROM events e \
          JOIN sources s ON e.source = s.id JOIN ops o ON e.source = o.source_id AND e.op = o.op_id \
          ORDER BY e.timestamp DESC LIMIT 20",
     ),
-    ("sessions_note", "One row per 'ingero trace' invocation. Correlate with events via time range."),
-    ("process_names_note", "PID-to-name mapping populated during trace. JOIN with events.pid for query enrichment."),
+    (
+        "sessions_note",
+        "One row per 'ingero trace' invocation. Correlate with events via time range.",
+    ),
+    (
+        "process_names_note",
+        "PID-to-name mapping populated during trace. JOIN with events.pid for query enrichment.",
+    ),
 ];
 
 /// Opens (creating if needed) a database for writing, in WAL mode, with the full
@@ -48,7 +69,9 @@ pub fn open_for_write(path: &Path) -> Result<Connection> {
     }
     let conn = Connection::open_with_flags(
         path,
-        OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        OpenFlags::SQLITE_OPEN_READ_WRITE
+            | OpenFlags::SQLITE_OPEN_CREATE
+            | OpenFlags::SQLITE_OPEN_NO_MUTEX,
     )
     .with_context(|| format!("cannot open database {}", path.display()))?;
     conn.busy_timeout(std::time::Duration::from_secs(5))?;
@@ -70,7 +93,8 @@ pub fn open_for_write(path: &Path) -> Result<Connection> {
     // WAL + NORMAL: a committed batch survives a crash of ingero; only a power
     // loss can take back the last transactions.
     conn.execute_batch("PRAGMA synchronous=NORMAL;")?;
-    apply_schema(&conn).with_context(|| format!("cannot write the schema to {}", path.display()))?;
+    apply_schema(&conn)
+        .with_context(|| format!("cannot write the schema to {}", path.display()))?;
     Ok(conn)
 }
 
@@ -78,7 +102,9 @@ fn apply_schema(conn: &Connection) -> Result<()> {
     let tx = conn.unchecked_transaction()?;
     tx.execute_batch(SCHEMA)?;
     {
-        let mut source = tx.prepare("INSERT OR REPLACE INTO sources (id, name, description) VALUES (?1, ?2, ?3)")?;
+        let mut source = tx.prepare(
+            "INSERT OR REPLACE INTO sources (id, name, description) VALUES (?1, ?2, ?3)",
+        )?;
         for s in SOURCES {
             source.execute(params![s.id, s.name, s.description])?;
         }
@@ -88,7 +114,8 @@ fn apply_schema(conn: &Connection) -> Result<()> {
         for o in OPS {
             op.execute(params![o.source, o.id, o.name, o.description])?;
         }
-        let mut note = tx.prepare("INSERT OR REPLACE INTO schema_info (key, value) VALUES (?1, ?2)")?;
+        let mut note =
+            tx.prepare("INSERT OR REPLACE INTO schema_info (key, value) VALUES (?1, ?2)")?;
         for (key, value) in SCHEMA_NOTES {
             note.execute(params![key, value])?;
         }

@@ -71,8 +71,11 @@ fn allocated_pointer(pid_tgid: u64, entry: &CallEntry, ret_code: i32) -> u64 {
     // SAFETY: reads the caller's out-parameter; a fault yields 0.
     let dev_ptr = unsafe { bpf_probe_read_user(entry.out_ptr as *const u64) }.unwrap_or(0);
     if dev_ptr != 0 {
-        let key = AllocKey { pid: pid_tgid >> 32, dev_ptr };
-        let _ = ALLOC_SIZES.insert(&key, &entry.arg0, 0);
+        let key = AllocKey {
+            pid: pid_tgid >> 32,
+            dev_ptr,
+        };
+        let _ = ALLOC_SIZES.insert(key, entry.arg0, 0);
     }
     dev_ptr
 }
@@ -113,11 +116,14 @@ pub fn cuda_free(ctx: ProbeContext) -> u32 {
 #[uretprobe]
 pub fn cuda_free_ret(ctx: RetProbeContext) -> u32 {
     finish(&ctx, cuda_op::FREE, |pid_tgid, entry, ret_code| {
-        let key = AllocKey { pid: pid_tgid >> 32, dev_ptr: entry.arg0 };
+        let key = AllocKey {
+            pid: pid_tgid >> 32,
+            dev_ptr: entry.arg0,
+        };
         // SAFETY: the value is copied before the entry is removed.
-        let bytes = unsafe { ALLOC_SIZES.get(&key) }.copied().unwrap_or(0);
+        let bytes = unsafe { ALLOC_SIZES.get(key) }.copied().unwrap_or(0);
         if ret_code == 0 && bytes != 0 {
-            let _ = ALLOC_SIZES.remove(&key);
+            let _ = ALLOC_SIZES.remove(key);
         }
         bytes
     });
@@ -189,7 +195,8 @@ pub fn cuda_device_synchronize_ret(ctx: RetProbeContext) -> u32 {
     0
 }
 
-#[cfg(not(test))]
+// Host-side `cargo clippy` builds this crate beside std; only the BPF target needs it.
+#[cfg(target_arch = "bpf")]
 #[panic_handler]
 fn panic(_info: &core::panic::PanicInfo) -> ! {
     loop {}

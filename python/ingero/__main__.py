@@ -1,0 +1,5 @@
+"""`python -m ingero`: the same as the `ingero` command."""
+
+from ingero.cli import main
+
+main()

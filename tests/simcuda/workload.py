@@ -1,0 +1,801 @@
+#!/usr/bin/env python3
+"""Drive the simulated CUDA libraries with a known mix of calls.
+
+Loads libcudart (and, for ``--driver-allocs``, libcuda) through ctypes and makes
+an exactly known number of CUDA calls from small, named Python functions
+(``allocate``, ``copy_to_device``, ``launch``, ``step`` ...), so a stack walk sees
+distinct Python frames, as with PyTorch.  At the end it writes a JSON summary
+of every call it made (counts, return codes, sizes, kinds, threads, timings),
+for tests to compare against what a tracer recorded.
+
+Stdlib only.  See README.md next to this file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ctypes
+import json
+import os
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+MIB = 1024 * 1024
+
+# cudaMemcpyKind
+MEMCPY_KINDS = {0: "HtoH", 1: "HtoD", 2: "DtoH", 3: "DtoD", 4: "Default"}
+
+
+class Dim3(ctypes.Structure):
+    """CUDA ``dim3``: passed by value to cudaLaunchKernel."""
+
+    _fields_ = [("x", ctypes.c_uint), ("y", ctypes.c_uint), ("z", ctypes.c_uint)]
+
+
+# --------------------------------------------------------------------------
+# Model parameters (mirrors simcuda.h, so the summary can state the
+# simulated time each call was asked to take).
+# --------------------------------------------------------------------------
+
+
+def env_u64(name: str, default: int) -> int:
+    """Parse an env knob the way simcuda.h does (0x.. ok, K/M/G suffixes)."""
+    raw = os.environ.get(name, "")
+    if not raw:
+        return default
+    shift = {"k": 10, "m": 20, "g": 30}.get(raw[-1].lower(), 0)
+    digits = raw[:-1] if shift else raw
+    try:
+        return int(digits, 0) << shift
+    except ValueError:
+        return default
+
+
+@dataclass(frozen=True)
+class Model:
+    alloc_ns_per_mib: int
+    alloc_base_ns: int
+    device_bytes: int
+    free_ns: int
+    memcpy_bytes_per_us: int
+    memcpy_base_ns: int
+    async_ns: int
+    launch_ns: int
+    kernel_ns: int
+    spin_ns: int
+    device_count: int
+
+    @staticmethod
+    def from_env() -> Model:
+        return Model(
+            alloc_ns_per_mib=env_u64("SIMCUDA_ALLOC_NS_PER_MIB", 20000),
+            alloc_base_ns=env_u64("SIMCUDA_ALLOC_BASE_NS", 20000),
+            device_bytes=env_u64("SIMCUDA_DEVICE_BYTES", 8 << 30),
+            free_ns=env_u64("SIMCUDA_FREE_NS", 10000),
+            memcpy_bytes_per_us=max(1, env_u64("SIMCUDA_MEMCPY_BYTES_PER_US", 10000)),
+            memcpy_base_ns=env_u64("SIMCUDA_MEMCPY_BASE_NS", 5000),
+            async_ns=env_u64("SIMCUDA_ASYNC_NS", 2000),
+            launch_ns=env_u64("SIMCUDA_LAUNCH_NS", 5000),
+            kernel_ns=env_u64("SIMCUDA_KERNEL_NS", 50000),
+            spin_ns=env_u64("SIMCUDA_SPIN_NS", 60000),
+            device_count=min(16, env_u64("SIMCUDA_DEVICE_COUNT", 1)),
+        )
+
+    def alloc_ns(self, size: int) -> int:
+        return self.alloc_base_ns + size * self.alloc_ns_per_mib // MIB
+
+    def copy_ns(self, nbytes: int) -> int:
+        return self.memcpy_base_ns + nbytes * 1000 // self.memcpy_bytes_per_us
+
+
+# --------------------------------------------------------------------------
+# Call recording.
+# --------------------------------------------------------------------------
+
+
+@dataclass
+class ApiStats:
+    calls: int = 0
+    rc: dict[str, int] = field(default_factory=dict)
+    tids: dict[str, int] = field(default_factory=dict)
+    bytes: int = 0
+    sizes: dict[str, int] = field(default_factory=dict)
+    kinds: dict[str, int] = field(default_factory=dict)
+    model_ns: int = 0
+    device_ns: int = 0
+    wall_ns: int = 0
+    wall_ns_min: int | None = None
+    wall_ns_max: int | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "calls": self.calls,
+            "rc": self.rc,
+            "tids": self.tids,
+            "model_ns": self.model_ns,
+            "device_ns": self.device_ns,
+            "wall_ns": self.wall_ns,
+            "wall_ns_min": self.wall_ns_min,
+            "wall_ns_max": self.wall_ns_max,
+        }
+        if self.sizes:
+            out["bytes"] = self.bytes
+            out["sizes"] = self.sizes
+        if self.kinds:
+            out["kinds"] = self.kinds
+        return out
+
+
+def _bump(d: dict[str, int], key: object, n: int = 1) -> None:
+    k = str(key)
+    d[k] = d.get(k, 0) + n
+
+
+class Recorder:
+    """Thread-safe record of every CUDA call the workload makes."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.apis: dict[str, ApiStats] = {}
+        self.tids: set[int] = set()
+
+    def record(
+        self,
+        api: str,
+        rc: int,
+        wall_ns: int,
+        *,
+        size: int | None = None,
+        kind: int | None = None,
+        model_ns: int = 0,
+        device_ns: int = 0,
+    ) -> None:
+        tid = threading.get_native_id()
+        with self._lock:
+            st = self.apis.setdefault(api, ApiStats())
+            self.tids.add(tid)
+            st.calls += 1
+            _bump(st.rc, rc)
+            _bump(st.tids, tid)
+            if size is not None:
+                st.bytes += size
+                _bump(st.sizes, size)
+            if kind is not None:
+                _bump(st.kinds, kind)
+            st.model_ns += model_ns
+            st.device_ns += device_ns
+            st.wall_ns += wall_ns
+            st.wall_ns_min = wall_ns if st.wall_ns_min is None else min(st.wall_ns_min, wall_ns)
+            st.wall_ns_max = wall_ns if st.wall_ns_max is None else max(st.wall_ns_max, wall_ns)
+
+
+REC = Recorder()
+
+
+def timed(fn: Any, *args: Any) -> tuple[int, int]:
+    """Call a ctypes function; return (return code, wall ns)."""
+    t0 = time.monotonic_ns()
+    rc = int(fn(*args))
+    return rc, time.monotonic_ns() - t0
+
+
+# --------------------------------------------------------------------------
+# Library loading.
+# --------------------------------------------------------------------------
+
+c_void_pp = ctypes.POINTER(ctypes.c_void_p)
+c_int_p = ctypes.POINTER(ctypes.c_int)
+c_u64_p = ctypes.POINTER(ctypes.c_ulonglong)
+
+RUNTIME_SIGS: dict[str, tuple[Any, list[Any]]] = {
+    "cudaMalloc": (ctypes.c_int, [c_void_pp, ctypes.c_size_t]),
+    "cudaMallocManaged": (ctypes.c_int, [c_void_pp, ctypes.c_size_t, ctypes.c_uint]),
+    "cudaFree": (ctypes.c_int, [ctypes.c_void_p]),
+    "cudaMemcpy": (ctypes.c_int, [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]),
+    "cudaMemcpyAsync": (
+        ctypes.c_int,
+        [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_void_p],
+    ),
+    "cudaLaunchKernel": (
+        ctypes.c_int,
+        [ctypes.c_void_p, Dim3, Dim3, c_void_pp, ctypes.c_size_t, ctypes.c_void_p],
+    ),
+    "cudaStreamCreate": (ctypes.c_int, [c_void_pp]),
+    "cudaStreamDestroy": (ctypes.c_int, [ctypes.c_void_p]),
+    "cudaStreamSynchronize": (ctypes.c_int, [ctypes.c_void_p]),
+    "cudaDeviceSynchronize": (ctypes.c_int, []),
+    "cudaGetDeviceCount": (ctypes.c_int, [c_int_p]),
+    "cudaSetDevice": (ctypes.c_int, [ctypes.c_int]),
+    "cudaGetLastError": (ctypes.c_int, []),
+    "cudaGetErrorName": (ctypes.c_char_p, [ctypes.c_int]),
+    "cudaStreamBeginCapture": (ctypes.c_int, [ctypes.c_void_p, ctypes.c_int]),
+    "cudaStreamEndCapture": (ctypes.c_int, [ctypes.c_void_p, c_void_pp]),
+    "cudaGraphInstantiate": (ctypes.c_int, [c_void_pp, ctypes.c_void_p, ctypes.c_ulonglong]),
+    "cudaGraphLaunch": (ctypes.c_int, [ctypes.c_void_p, ctypes.c_void_p]),
+    "cudaGraphDestroy": (ctypes.c_int, [ctypes.c_void_p]),
+    "cudaGraphExecDestroy": (ctypes.c_int, [ctypes.c_void_p]),
+    "cudaRuntimeGetVersion": (ctypes.c_int, [c_int_p]),
+    "simcudaSetKernelTime": (None, [ctypes.c_void_p, ctypes.c_ulonglong]),
+}
+
+DRIVER_SIGS: dict[str, tuple[Any, list[Any]]] = {
+    "cuInit": (ctypes.c_int, [ctypes.c_uint]),
+    "cuDeviceGet": (ctypes.c_int, [c_int_p, ctypes.c_int]),
+    "cuCtxCreate_v2": (ctypes.c_int, [c_void_pp, ctypes.c_uint, ctypes.c_int]),
+    "cuCtxDestroy_v2": (ctypes.c_int, [ctypes.c_void_p]),
+    "cuMemAlloc_v2": (ctypes.c_int, [c_u64_p, ctypes.c_size_t]),
+    "cuMemFree_v2": (ctypes.c_int, [ctypes.c_ulonglong]),
+}
+
+
+class CudaLib:
+    """A loaded library whose functions have their C signatures declared."""
+
+    def __init__(self, path: str, sigs: dict[str, tuple[Any, list[Any]]]) -> None:
+        self.path = path
+        self._dll = ctypes.CDLL(path)
+        self._fns: dict[str, Any] = {}
+        for name, (restype, argtypes) in sigs.items():
+            fn = getattr(self._dll, name)
+            fn.restype = restype
+            fn.argtypes = argtypes
+            self._fns[name] = fn
+
+    def __getitem__(self, name: str) -> Any:
+        return self._fns[name]
+
+    def mapped_path(self) -> str:
+        """The file actually mapped (resolved via /proc/self/maps)."""
+        base = os.path.basename(self.path)
+        try:
+            with open("/proc/self/maps", encoding="utf-8") as maps:
+                for line in maps:
+                    parts = line.split()
+                    if len(parts) >= 6 and os.path.basename(parts[5]) == base:
+                        return parts[5]
+        except OSError:
+            pass
+        return self.path
+
+
+def load(path: str, sigs: dict[str, tuple[Any, list[Any]]], what: str) -> CudaLib:
+    try:
+        return CudaLib(path, sigs)
+    except (OSError, AttributeError) as exc:
+        print(f"workload: cannot load {what} library {path!r}: {exc}", file=sys.stderr)
+        sys.exit(2)
+
+
+# --------------------------------------------------------------------------
+# The workload: small named functions, one CUDA call each.
+# --------------------------------------------------------------------------
+
+HOST_BUF = ctypes.create_string_buffer(64)  # stand-in host pointer; never read
+KERNELS = {
+    name: ctypes.create_string_buffer(name.encode())
+    for name in ("gemm_kernel", "relu_kernel", "softmax_kernel")
+}
+
+
+def kernel_addr(name: str) -> int:
+    return ctypes.addressof(KERNELS[name])
+
+
+@dataclass
+class Ctx:
+    rt: CudaLib
+    model: Model
+    args: argparse.Namespace
+    kernel_ns: dict[str, int]
+
+
+@dataclass
+class Share:
+    """What one thread must do (its share of the totals)."""
+
+    index: int
+    mallocs: int
+    frees: int
+    launches: int
+    memcpys: int
+    async_memcpys: int
+    syncs: int
+    device_syncs: int
+    graph_launches: int
+    streams: int
+
+
+@dataclass
+class ThreadResult:
+    tid: int
+    allocated: int = 0
+    freed: int = 0
+    frees_requested: int = 0
+    oom_rc: int | None = None
+    streams_created: int = 0
+    captured_kernels: int = 0
+    errors: list[str] = field(default_factory=list)
+
+
+def set_device(ctx: Ctx, device: int) -> int:
+    rc, ns = timed(ctx.rt["cudaSetDevice"], device)
+    REC.record("cudaSetDevice", rc, ns)
+    return rc
+
+
+def create_stream(ctx: Ctx) -> int | None:
+    handle = ctypes.c_void_p()
+    rc, ns = timed(ctx.rt["cudaStreamCreate"], ctypes.byref(handle))
+    REC.record("cudaStreamCreate", rc, ns, model_ns=ctx.model.async_ns if rc == 0 else 0)
+    return handle.value if rc == 0 else None
+
+
+def destroy_stream(ctx: Ctx, stream: int) -> int:
+    rc, ns = timed(ctx.rt["cudaStreamDestroy"], stream)
+    REC.record("cudaStreamDestroy", rc, ns)
+    return rc
+
+
+def allocate(ctx: Ctx, nbytes: int) -> tuple[int, int | None]:
+    ptr = ctypes.c_void_p()
+    rc, ns = timed(ctx.rt["cudaMalloc"], ctypes.byref(ptr), nbytes)
+    model = ctx.model.alloc_ns(nbytes) if rc == 0 and nbytes else ctx.model.alloc_base_ns
+    REC.record("cudaMalloc", rc, ns, size=nbytes, model_ns=model)
+    return rc, ptr.value
+
+
+def release(ctx: Ctx, ptr: int | None) -> int:
+    rc, ns = timed(ctx.rt["cudaFree"], ptr)
+    model = ctx.model.free_ns if rc == 0 and ptr else 0
+    REC.record("cudaFree", rc, ns, model_ns=model)
+    return rc
+
+
+def copy_to_device(ctx: Ctx, dst: int | None, nbytes: int, kind: int) -> int:
+    """Synchronous cudaMemcpy (named for the common HtoD case)."""
+    src = ctypes.addressof(HOST_BUF)
+    rc, ns = timed(ctx.rt["cudaMemcpy"], dst, src, nbytes, kind)
+    cost = ctx.model.copy_ns(nbytes) if rc == 0 else 0
+    REC.record("cudaMemcpy", rc, ns, size=nbytes, kind=kind, model_ns=cost, device_ns=cost)
+    return rc
+
+
+def copy_async(ctx: Ctx, dst: int | None, nbytes: int, kind: int, stream: int | None) -> int:
+    src = ctypes.addressof(HOST_BUF)
+    rc, ns = timed(ctx.rt["cudaMemcpyAsync"], dst, src, nbytes, kind, stream)
+    ok = rc == 0
+    REC.record(
+        "cudaMemcpyAsync",
+        rc,
+        ns,
+        size=nbytes,
+        kind=kind,
+        model_ns=ctx.model.async_ns if ok else 0,
+        device_ns=ctx.model.copy_ns(nbytes) if ok else 0,
+    )
+    return rc
+
+
+def launch(ctx: Ctx, kernel: str, stream: int | None, arg_ptr: int | None) -> int:
+    grid, block = Dim3(128, 1, 1), Dim3(256, 1, 1)
+    a = ctypes.c_void_p(arg_ptr)
+    n = ctypes.c_int(1024)
+    params = (ctypes.c_void_p * 2)(ctypes.addressof(a), ctypes.addressof(n))
+    rc, ns = timed(
+        ctx.rt["cudaLaunchKernel"],
+        kernel_addr(kernel),
+        grid,
+        block,
+        ctypes.cast(params, c_void_pp),
+        0,
+        stream,
+    )
+    ok = rc == 0
+    REC.record(
+        "cudaLaunchKernel",
+        rc,
+        ns,
+        model_ns=ctx.model.launch_ns if ok else 0,
+        device_ns=ctx.kernel_ns[kernel] if ok else 0,
+    )
+    return rc
+
+
+def synchronize(ctx: Ctx, stream: int | None) -> int:
+    rc, ns = timed(ctx.rt["cudaStreamSynchronize"], stream)
+    REC.record("cudaStreamSynchronize", rc, ns)
+    return rc
+
+
+def device_synchronize(ctx: Ctx) -> int:
+    rc, ns = timed(ctx.rt["cudaDeviceSynchronize"])
+    REC.record("cudaDeviceSynchronize", rc, ns)
+    return rc
+
+
+def step(
+    ctx: Ctx,
+    i: int,
+    share: Share,
+    streams: list[int | None],
+    ptrs: list[int],
+) -> None:
+    """One training-like step: maybe a copy, maybe an async copy, maybe a kernel."""
+    a = ctx.args
+    dst = ptrs[i % len(ptrs)] if ptrs else None
+    stream = streams[i % len(streams)]
+    if i < share.memcpys:
+        copy_to_device(ctx, dst, a.memcpy_bytes, a.memcpy_kind)
+    if i < share.async_memcpys:
+        copy_async(ctx, dst, a.memcpy_bytes, a.memcpy_kind, stream)
+    if i < share.launches:
+        kernel = list(KERNELS)[i % len(KERNELS)]
+        launch(ctx, kernel, stream, dst)
+
+
+def capture_graph(ctx: Ctx, stream: int, kernels: int, res: ThreadResult) -> int | None:
+    """Capture `kernels` launches on `stream` into a graph; return the graph."""
+    rc, ns = timed(ctx.rt["cudaStreamBeginCapture"], stream, 0)
+    REC.record("cudaStreamBeginCapture", rc, ns)
+    if rc != 0:
+        return None
+    for k in range(kernels):
+        # Recorded into the graph rather than queued on the stream.
+        kernel = list(KERNELS)[k % len(KERNELS)]
+        grid, block = Dim3(64, 1, 1), Dim3(128, 1, 1)
+        rc_l, ns_l = timed(ctx.rt["cudaLaunchKernel"], kernel_addr(kernel), grid, block, None, 0, stream)
+        REC.record("cudaLaunchKernel", rc_l, ns_l, model_ns=ctx.model.launch_ns if rc_l == 0 else 0)
+        if rc_l == 0:
+            res.captured_kernels += 1
+    graph = ctypes.c_void_p()
+    rc, ns = timed(ctx.rt["cudaStreamEndCapture"], stream, ctypes.byref(graph))
+    REC.record("cudaStreamEndCapture", rc, ns)
+    return graph.value if rc == 0 else None
+
+
+def run_graphs(ctx: Ctx, share: Share, res: ThreadResult) -> None:
+    """Capture once, instantiate, launch the graph N times, sync, clean up."""
+    stream = create_stream(ctx)
+    if stream is None:
+        res.errors.append("cudaStreamCreate failed for graph capture")
+        return
+    res.streams_created += 1
+    kernels = ctx.args.graph_kernels
+    graph = capture_graph(ctx, stream, kernels, res)
+    if graph is not None:
+        exec_h = ctypes.c_void_p()
+        rc, ns = timed(ctx.rt["cudaGraphInstantiate"], ctypes.byref(exec_h), graph, 0)
+        REC.record("cudaGraphInstantiate", rc, ns, model_ns=ctx.model.launch_ns if rc == 0 else 0)
+        if rc == 0:
+            graph_ns = sum(ctx.kernel_ns[list(KERNELS)[k % len(KERNELS)]] for k in range(kernels))
+            for _ in range(share.graph_launches):
+                rc_g, ns_g = timed(ctx.rt["cudaGraphLaunch"], exec_h.value, stream)
+                ok = rc_g == 0
+                REC.record(
+                    "cudaGraphLaunch",
+                    rc_g,
+                    ns_g,
+                    model_ns=ctx.model.launch_ns if ok else 0,
+                    device_ns=graph_ns if ok else 0,
+                )
+            synchronize(ctx, stream)
+            rc, ns = timed(ctx.rt["cudaGraphExecDestroy"], exec_h.value)
+            REC.record("cudaGraphExecDestroy", rc, ns)
+        rc, ns = timed(ctx.rt["cudaGraphDestroy"], graph)
+        REC.record("cudaGraphDestroy", rc, ns)
+    destroy_stream(ctx, stream)
+
+
+def sync_points(steps: int, syncs: int) -> list[int]:
+    """Step indices after which to synchronise, spread evenly over the steps."""
+    if steps == 0:
+        return [0] * syncs
+    return [max(0, (j + 1) * steps // syncs - 1) for j in range(syncs)]
+
+
+def worker(ctx: Ctx, share: Share, res: ThreadResult) -> None:
+    """Everything one thread does, in order."""
+    a = ctx.args
+    set_device(ctx, a.device)
+
+    streams: list[int | None] = []
+    for _ in range(share.streams):
+        s = create_stream(ctx)
+        if s is not None:
+            streams.append(s)
+            res.streams_created += 1
+    created = [s for s in streams if s is not None]
+    if not streams:
+        streams = [None]  # default stream
+
+    ptrs: list[int] = []
+    for _ in range(share.mallocs):
+        rc, ptr = allocate(ctx, a.malloc_bytes)
+        if rc == 0 and ptr is not None:
+            ptrs.append(ptr)
+    res.allocated = len(ptrs)
+
+    if share.index == 0 and a.oom_bytes is not None:
+        res.oom_rc, _ = allocate(ctx, a.oom_bytes)
+
+    steps = max(share.memcpys, share.async_memcpys, share.launches)
+    points = sync_points(steps, share.syncs)
+    done = 0
+    for i in range(steps):
+        step(ctx, i, share, streams, ptrs)
+        while done < len(points) and points[done] == i:
+            synchronize(ctx, streams[done % len(streams)])
+            done += 1
+    while done < len(points):
+        synchronize(ctx, streams[done % len(streams)])
+        done += 1
+
+    if share.graph_launches:
+        run_graphs(ctx, share, res)
+
+    for _ in range(share.device_syncs):
+        device_synchronize(ctx)
+
+    res.frees_requested = share.frees
+    for ptr in ptrs[: share.frees]:
+        if release(ctx, ptr) == 0:
+            res.freed += 1
+
+    for s in created:
+        destroy_stream(ctx, s)
+
+
+def driver_allocs(drv: CudaLib, model: Model, n: int, nbytes: int, device: int) -> dict[str, Any]:
+    """cuInit, cuCtxCreate_v2, n x cuMemAlloc_v2, n x cuMemFree_v2, cuCtxDestroy_v2."""
+
+    def rec(api: str, rc: int, ns: int, **kw: Any) -> int:
+        REC.record(api, rc, ns, **kw)
+        return rc
+
+    out: dict[str, Any] = {"allocated": 0, "freed": 0}
+    if rec("cuInit", *timed(drv["cuInit"], 0)) != 0:
+        return out
+    dev = ctypes.c_int()
+    if rec("cuDeviceGet", *timed(drv["cuDeviceGet"], ctypes.byref(dev), device)) != 0:
+        return out
+    cu_ctx = ctypes.c_void_p()
+    rc, ns = timed(drv["cuCtxCreate_v2"], ctypes.byref(cu_ctx), 0, dev.value)
+    if rec("cuCtxCreate_v2", rc, ns, model_ns=model.alloc_base_ns if rc == 0 else 0) != 0:
+        return out
+    ptrs: list[int] = []
+    for _ in range(n):
+        p = ctypes.c_ulonglong()
+        rc, ns = timed(drv["cuMemAlloc_v2"], ctypes.byref(p), nbytes)
+        model_ns = model.alloc_ns(nbytes) if rc == 0 else model.alloc_base_ns
+        rec("cuMemAlloc_v2", rc, ns, size=nbytes, model_ns=model_ns)
+        if rc == 0:
+            ptrs.append(p.value)
+    out["allocated"] = len(ptrs)
+    for p_val in ptrs:
+        rc, ns = timed(drv["cuMemFree_v2"], p_val)
+        if rec("cuMemFree_v2", rc, ns, model_ns=model.free_ns if rc == 0 else 0) == 0:
+            out["freed"] += 1
+    rec("cuCtxDestroy_v2", *timed(drv["cuCtxDestroy_v2"], cu_ctx.value))
+    return out
+
+
+# --------------------------------------------------------------------------
+# Main.
+# --------------------------------------------------------------------------
+
+
+def split(total: int, parts: int, index: int) -> int:
+    return total // parts + (1 if index < total % parts else 0)
+
+
+def wait_for_gate(path: str, timeout_s: float = 30.0) -> None:
+    print(f"READY {os.getpid()}", flush=True)
+    deadline = time.monotonic() + timeout_s
+    while not os.path.exists(path):
+        if time.monotonic() > deadline:
+            print(f"workload: start gate {path!r} did not appear within {timeout_s:.0f}s", file=sys.stderr)
+            sys.exit(3)
+        time.sleep(0.01)
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--lib", default=None, help="libcudart path (default: $SIMCUDA_LIB or libcudart.so.12)")
+    p.add_argument(
+        "--driver-lib",
+        default=None,
+        help="libcuda path for --driver-allocs (default: $SIMCUDA_DRIVER_LIB, else libcuda.so.1 "
+        "next to --lib, else libcuda.so.1)",
+    )
+    p.add_argument("--mallocs", type=int, default=0, help="cudaMalloc calls (total over threads)")
+    p.add_argument("--frees", type=int, default=0, help="cudaFree calls (capped at what was allocated)")
+    p.add_argument("--launches", type=int, default=0, help="cudaLaunchKernel calls outside graph capture")
+    p.add_argument("--memcpys", type=int, default=0, help="synchronous cudaMemcpy calls")
+    p.add_argument("--async-memcpys", type=int, default=0, help="cudaMemcpyAsync calls")
+    p.add_argument("--syncs", type=int, default=0, help="cudaStreamSynchronize calls (spread over the steps)")
+    p.add_argument(
+        "--device-syncs", type=int, default=0, help="cudaDeviceSynchronize calls (per thread, at the end)"
+    )
+    p.add_argument("--malloc-bytes", type=int, default=MIB, help="bytes per cudaMalloc")
+    p.add_argument("--memcpy-bytes", type=int, default=MIB, help="bytes per memcpy")
+    p.add_argument("--memcpy-kind", type=int, default=1, help="cudaMemcpyKind (0..4; 1 = HtoD)")
+    p.add_argument(
+        "--oom-bytes", type=int, default=None, help="one extra cudaMalloc of this size (expected to fail)"
+    )
+    p.add_argument(
+        "--streams", type=int, default=1, help="streams created per thread (0 = default stream only)"
+    )
+    p.add_argument("--threads", type=int, default=1, help="worker threads (1 = run on the main thread)")
+    p.add_argument("--graph-launches", type=int, default=0, help="cudaGraphLaunch calls (total)")
+    p.add_argument("--graph-kernels", type=int, default=3, help="kernels captured into each graph")
+    p.add_argument(
+        "--kernel-ns", type=int, default=None, help="set every kernel's time via simcudaSetKernelTime"
+    )
+    p.add_argument(
+        "--driver-allocs", type=int, default=0, help="cuMemAlloc_v2 (+ cuMemFree_v2) calls via libcuda"
+    )
+    p.add_argument("--device", type=int, default=0, help="device passed to cudaSetDevice")
+    p.add_argument("--start-gate", default=None, help="print READY <pid>, wait for FILE before any CUDA call")
+    p.add_argument("--hold", type=float, default=0.0, help="seconds to sleep before exiting")
+    p.add_argument("--json", default=None, help="write the summary here instead of stdout")
+    args = p.parse_args(argv)
+    for name in (
+        "mallocs",
+        "frees",
+        "launches",
+        "memcpys",
+        "async_memcpys",
+        "syncs",
+        "device_syncs",
+        "malloc_bytes",
+        "memcpy_bytes",
+        "streams",
+        "graph_launches",
+        "graph_kernels",
+        "driver_allocs",
+    ):
+        if getattr(args, name) < 0:
+            p.error(f"--{name.replace('_', '-')} must be >= 0")
+    if args.threads < 1:
+        p.error("--threads must be >= 1")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    model = Model.from_env()
+    lib_path = args.lib or os.environ.get("SIMCUDA_LIB") or "libcudart.so.12"
+    rt = load(lib_path, RUNTIME_SIGS, "CUDA runtime")
+    drv: CudaLib | None = None
+    if args.driver_allocs:
+        drv_path = args.driver_lib or os.environ.get("SIMCUDA_DRIVER_LIB")
+        if drv_path is None:
+            sibling = os.path.join(os.path.dirname(lib_path), "libcuda.so.1")
+            drv_path = sibling if os.path.dirname(lib_path) and os.path.exists(sibling) else "libcuda.so.1"
+        drv = load(drv_path, DRIVER_SIGS, "CUDA driver")
+
+    if args.start_gate:
+        wait_for_gate(args.start_gate)
+
+    t_start = time.monotonic_ns()
+    kernel_ns = dict.fromkeys(KERNELS, model.kernel_ns)
+    if args.kernel_ns is not None:
+        for k in KERNELS:
+            t0 = time.monotonic_ns()
+            rt["simcudaSetKernelTime"](kernel_addr(k), args.kernel_ns)  # returns void
+            REC.record("simcudaSetKernelTime", 0, time.monotonic_ns() - t0)
+            kernel_ns[k] = args.kernel_ns
+    ctx = Ctx(rt=rt, model=model, args=args, kernel_ns=kernel_ns)
+
+    version = ctypes.c_int()
+    rc, ns = timed(rt["cudaRuntimeGetVersion"], ctypes.byref(version))
+    REC.record("cudaRuntimeGetVersion", rc, ns)
+    count = ctypes.c_int()
+    rc, ns = timed(rt["cudaGetDeviceCount"], ctypes.byref(count))
+    REC.record("cudaGetDeviceCount", rc, ns)
+
+    t = args.threads
+    shares = [
+        Share(
+            index=i,
+            mallocs=split(args.mallocs, t, i),
+            frees=split(args.frees, t, i),
+            launches=split(args.launches, t, i),
+            memcpys=split(args.memcpys, t, i),
+            async_memcpys=split(args.async_memcpys, t, i),
+            syncs=split(args.syncs, t, i),
+            device_syncs=args.device_syncs,
+            graph_launches=split(args.graph_launches, t, i),
+            streams=args.streams,
+        )
+        for i in range(t)
+    ]
+    results = [ThreadResult(tid=0) for _ in range(t)]
+
+    def run(i: int) -> None:
+        results[i].tid = threading.get_native_id()
+        try:
+            worker(ctx, shares[i], results[i])
+        except (ctypes.ArgumentError, OSError, TypeError, ValueError) as exc:  # keep the summary
+            results[i].errors.append(repr(exc))
+
+    if t == 1:
+        run(0)
+    else:
+        threads = [threading.Thread(target=run, args=(i,), name=f"simcuda-worker-{i}") for i in range(t)]
+        for th in threads:
+            th.start()
+        for th in threads:
+            th.join()
+
+    driver: dict[str, Any] | None = None
+    if drv is not None:
+        driver = driver_allocs(drv, model, args.driver_allocs, args.malloc_bytes, args.device)
+        driver["lib"] = drv.mapped_path()
+
+    rc, ns = timed(rt["cudaGetLastError"])
+    REC.record("cudaGetLastError", rc, ns)
+    last_error = rc
+    elapsed = time.monotonic_ns() - t_start
+
+    allocated = sum(r.allocated for r in results)
+    freed = sum(r.freed for r in results)
+    frees_requested = sum(r.frees_requested for r in results)
+    summary: dict[str, Any] = {
+        "pid": os.getpid(),
+        "main_tid": threading.get_native_id(),
+        "tids": sorted(REC.tids),
+        "lib": rt.mapped_path(),
+        "runtime_version": version.value,
+        "device_count": count.value,
+        "model": model.__dict__,
+        "args": dict(vars(args)),
+        "apis": {name: st.to_json() for name, st in sorted(REC.apis.items())},
+        "allocations": {
+            "allocated": allocated,
+            "freed": freed,
+            "frees_requested": frees_requested,
+            "frees_skipped": sum(max(0, r.frees_requested - r.allocated) for r in results),
+            "leaked": allocated - freed,
+        },
+        "oom": None
+        if args.oom_bytes is None
+        else {
+            "bytes": args.oom_bytes,
+            "rc": results[0].oom_rc,
+            "name": None if results[0].oom_rc is None else rt["cudaGetErrorName"](results[0].oom_rc).decode(),
+        },
+        "graphs": {"captured_kernels": sum(r.captured_kernels for r in results)},
+        "streams_created": sum(r.streams_created for r in results),
+        "driver": driver,
+        "last_error": last_error,
+        "threads": [
+            {"tid": r.tid, "allocated": r.allocated, "freed": r.freed, "errors": r.errors} for r in results
+        ],
+        "totals": {
+            "calls": sum(st.calls for st in REC.apis.values()),
+            "model_ns": sum(st.model_ns for st in REC.apis.values()),
+            "device_ns": sum(st.device_ns for st in REC.apis.values()),
+            "wall_ns": sum(st.wall_ns for st in REC.apis.values()),
+        },
+        "elapsed_ns": elapsed,
+    }
+    text = json.dumps(summary, indent=2, sort_keys=False)
+    if args.json:
+        tmp = f"{args.json}.tmp.{os.getpid()}"
+        with open(tmp, "w", encoding="utf-8") as fh:
+            fh.write(text + "\n")
+        os.replace(tmp, args.json)
+    else:
+        print(text, flush=True)
+
+    if args.hold > 0:
+        time.sleep(args.hold)
+    return 1 if any(r.errors for r in results) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
