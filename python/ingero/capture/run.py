@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import platform
+import shutil
 import signal
 import socket
 import time
@@ -138,6 +139,8 @@ def run_trace(
     if reason:
         raise TraceError(reason)
     check_db_path(request.db)
+    if request.command and shutil.which(request.command[0]) is None:
+        raise TraceError(f"command not found: {request.command[0]}")
     libraries = resolve_libraries(request)
 
     try:

@@ -8,6 +8,7 @@ use std::{
         unix::ffi::OsStrExt as _,
     },
     path::{Path, PathBuf},
+    sync::{Mutex, MutexGuard},
 };
 
 use anyhow::{Result, anyhow, bail};
@@ -17,7 +18,12 @@ pub struct GatedChild {
     pub pid: u32,
     gate: OwnedFd,
     exec_status: OwnedFd,
+    // A child forked while another waits at its gate would hold copies of that
+    // gate's pipes until it execs, so neither could ever see EOF: one at a time.
+    _one_at_a_time: MutexGuard<'static, ()>,
 }
+
+static LAUNCH: Mutex<()> = Mutex::new(());
 
 fn pipe_cloexec() -> Result<(OwnedFd, OwnedFd)> {
     let mut fds = [0; 2];
@@ -82,6 +88,7 @@ pub fn spawn_gated(argv: &[String]) -> Result<GatedChild> {
     let mut arg_ptrs: Vec<*const libc::c_char> = args.iter().map(|a| a.as_ptr()).collect();
     arg_ptrs.push(std::ptr::null());
 
+    let one_at_a_time = LAUNCH.lock().unwrap_or_else(|e| e.into_inner());
     let (gate_read, gate_write) = pipe_cloexec()?;
     let (status_read, status_write) = pipe_cloexec()?;
     // SAFETY: the child only calls async-signal-safe functions (read, execv,
@@ -91,6 +98,11 @@ pub fn spawn_gated(argv: &[String]) -> Result<GatedChild> {
         return Err(std::io::Error::last_os_error().into());
     }
     if pid == 0 {
+        // Our copies of the parent's ends, or the gate could never read EOF.
+        unsafe {
+            libc::close(gate_write.as_raw_fd());
+            libc::close(status_read.as_raw_fd());
+        }
         let mut byte = [0u8; 1];
         // EOF instead of the go byte means the tracer gave up: do not run untraced.
         if read_retrying(gate_read.as_raw_fd(), &mut byte) != 1 {
@@ -112,6 +124,7 @@ pub fn spawn_gated(argv: &[String]) -> Result<GatedChild> {
         pid: pid as u32,
         gate: gate_write,
         exec_status: status_read,
+        _one_at_a_time: one_at_a_time,
     })
 }
 
@@ -168,5 +181,79 @@ pub fn wait(pid: u32, timeout_ms: Option<u64>) -> Result<Option<i32>> {
             Some(d) if std::time::Instant::now() >= d => return Ok(None),
             _ => std::thread::sleep(std::time::Duration::from_millis(5)),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn argv(args: &[&str]) -> Vec<String> {
+        args.iter().map(|s| (*s).to_owned()).collect()
+    }
+
+    #[test]
+    fn child_does_not_run_the_command_before_release() {
+        let marker = std::env::temp_dir().join(format!("ingero-gate-{}", std::process::id()));
+        let _ = std::fs::remove_file(&marker);
+        let child = spawn_gated(&argv(&[
+            "/bin/sh",
+            "-c",
+            &format!("touch {}", marker.display()),
+        ]))
+        .unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        assert!(!marker.exists(), "the command ran before the gate opened");
+        let pid = child.release().unwrap();
+        assert_eq!(wait(pid, None).unwrap(), Some(0));
+        assert!(marker.exists());
+        std::fs::remove_file(&marker).unwrap();
+    }
+
+    #[test]
+    fn exit_code_and_signals_are_reported() {
+        let pid = spawn_gated(&argv(&["/bin/sh", "-c", "exit 3"]))
+            .unwrap()
+            .release()
+            .unwrap();
+        assert_eq!(wait(pid, None).unwrap(), Some(3));
+        let pid = spawn_gated(&argv(&["/bin/sh", "-c", "kill -9 $$"]))
+            .unwrap()
+            .release()
+            .unwrap();
+        assert_eq!(wait(pid, None).unwrap(), Some(128 + 9));
+        let pid = spawn_gated(&argv(&["/bin/sleep", "5"]))
+            .unwrap()
+            .release()
+            .unwrap();
+        assert_eq!(wait(pid, Some(50)).unwrap(), None);
+        // SAFETY: killing our own child.
+        unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+        assert_eq!(wait(pid, None).unwrap(), Some(128 + 9));
+    }
+
+    #[test]
+    fn missing_or_unexecutable_commands_are_named() {
+        let err = spawn_gated(&argv(&["no-such-command-ingero"]))
+            .err()
+            .unwrap()
+            .to_string();
+        assert_eq!(err, "command not found: no-such-command-ingero");
+        let plain = std::env::temp_dir().join(format!("ingero-plain-{}", std::process::id()));
+        std::fs::write(&plain, b"not a program").unwrap();
+        let err = spawn_gated(&argv(&[plain.to_str().unwrap()]))
+            .err()
+            .unwrap()
+            .to_string();
+        std::fs::remove_file(&plain).unwrap();
+        assert!(err.contains("not executable"), "{err}");
+    }
+
+    #[test]
+    fn dropping_the_gate_ends_the_child_unrun() {
+        let child = spawn_gated(&argv(&["/bin/true"])).unwrap();
+        let pid = child.pid;
+        drop(child);
+        assert_eq!(wait(pid, None).unwrap(), Some(126));
     }
 }

@@ -135,3 +135,107 @@ pub fn next_event_seq(conn: &Connection, node: &str) -> Result<u64> {
     )?;
     Ok(max.map_or(1, |m| m.max(0) as u64 + 1))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn temp_db(name: &str) -> std::path::PathBuf {
+        let dir = std::env::temp_dir().join(format!("ingero-store-{}-{name}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("t.db");
+        let _ = std::fs::remove_file(&path);
+        path
+    }
+
+    #[test]
+    fn new_database_has_the_schema_and_every_code() {
+        let path = temp_db("schema");
+        let conn = open_for_write(&path).unwrap();
+        let version: i64 = conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(version, USER_VERSION);
+        let ops: i64 = conn
+            .query_row("SELECT COUNT(*) FROM ops", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(ops as usize, OPS.len());
+        let graph: String = conn
+            .query_row(
+                "SELECT name FROM ops WHERE source_id = 8 AND op_id = 4",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(graph, "graphLaunch");
+        for table in [
+            "events",
+            "stack_traces",
+            "causal_chains",
+            "system_snapshots",
+            "sessions",
+            "event_aggregates_5s",
+        ] {
+            let n: i64 = conn
+                .query_row(
+                    "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name = ?1",
+                    [table],
+                    |r| r.get(0),
+                )
+                .unwrap();
+            assert_eq!(n, 1, "{table} missing");
+        }
+    }
+
+    #[test]
+    fn reopening_keeps_rows_and_continues_ids() {
+        let path = temp_db("reopen");
+        let conn = open_for_write(&path).unwrap();
+        conn.execute(
+            "INSERT INTO events (id, timestamp, pid, tid, source, op, duration, node) VALUES ('n:41', 1, 2, 2, 1, 1, 5, 'n')",
+            [],
+        )
+        .unwrap();
+        drop(conn);
+        let conn = open_for_write(&path).unwrap();
+        assert_eq!(next_event_seq(&conn, "n").unwrap(), 42);
+        assert_eq!(next_event_seq(&conn, "other").unwrap(), 1);
+    }
+
+    #[test]
+    fn newer_database_is_refused_untouched() {
+        let path = temp_db("newer");
+        Connection::open(&path)
+            .unwrap()
+            .execute_batch("PRAGMA user_version = 99;")
+            .unwrap();
+        let before = std::fs::read(&path).unwrap();
+        let err = open_for_write(&path).unwrap_err().to_string();
+        assert!(err.contains("newer ingero"), "{err}");
+        assert_eq!(std::fs::read(&path).unwrap(), before);
+    }
+
+    #[test]
+    fn file_that_is_not_a_database_is_refused_untouched() {
+        let path = temp_db("garbage");
+        std::fs::write(
+            &path,
+            b"this is not sqlite, just text that is long enough to have a header.....",
+        )
+        .unwrap();
+        let before = std::fs::read(&path).unwrap();
+        assert!(open_for_write(&path).is_err());
+        assert_eq!(std::fs::read(&path).unwrap(), before);
+    }
+
+    #[test]
+    fn missing_directory_is_named() {
+        let err = open_for_write(Path::new("/nonexistent-ingero-dir/t.db"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("/nonexistent-ingero-dir does not exist"),
+            "{err}"
+        );
+    }
+}

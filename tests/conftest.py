@@ -1,0 +1,83 @@
+"""Shared fixtures: the simulated CUDA library, the workload, and running the CLI."""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from ingero.capture.privileges import missing_privileges
+
+ROOT = Path(__file__).resolve().parent.parent
+SIMCUDA = ROOT / "tests" / "simcuda"
+WORKLOAD = SIMCUDA / "workload.py"
+
+
+@dataclass
+class Run:
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+def run_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 120) -> Run:
+    """Runs the installed `ingero` CLI as a user would."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "ingero", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env,
+        check=False,
+    )
+    return Run(proc.returncode, proc.stdout, proc.stderr)
+
+
+@pytest.fixture(scope="session")
+def simcuda_lib() -> Path:
+    """Builds the simulated libcudart/libcuda once per session."""
+    out = SIMCUDA / "build"
+    subprocess.run(["bash", str(SIMCUDA / "build.sh"), str(out)], check=True, capture_output=True)
+    return out / "libcudart.so.12"
+
+
+@pytest.fixture
+def privileged() -> None:
+    """eBPF tests need root; in CI a missing privilege is a failure, not a skip."""
+    reason = missing_privileges()
+    if reason:
+        if os.environ.get("CI"):
+            pytest.fail(reason)
+        pytest.skip(reason)
+
+
+def workload_cmd(lib: Path, json_out: Path, *flags: str) -> list[str]:
+    return [sys.executable, str(WORKLOAD), "--lib", str(lib), "--json", str(json_out), *flags]
+
+
+def load_json(path: Path) -> dict[str, Any]:
+    data: dict[str, Any] = json.loads(path.read_text())
+    return data
+
+
+@pytest.fixture
+def db_rows() -> Iterator[Any]:
+    """Returns a function reading rows of a finished trace database."""
+    opened: list[sqlite3.Connection] = []
+
+    def query(db: Path, sql: str, *params: object) -> list[tuple[Any, ...]]:
+        conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+        opened.append(conn)
+        return conn.execute(sql, params).fetchall()
+
+    yield query
+    for conn in opened:
+        conn.close()

@@ -1,0 +1,223 @@
+"""`ingero trace` end to end: real uprobes on the simulated libcudart, real SQLite.
+
+Every expectation comes from the workload's own account of the calls it made,
+never from constants that could agree with a broken tracer by accident.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import WORKLOAD, load_json, run_cli, workload_cmd
+
+# The runtime symbols the foundation traces, and the op names the original
+# Ingero stores them under (an independent oracle, not read from ingero).
+TRACED = {
+    "cudaMalloc": "cudaMalloc",
+    "cudaFree": "cudaFree",
+    "cudaLaunchKernel": "cudaLaunchKernel",
+    "cudaMemcpy": "cudaMemcpy",
+    "cudaMemcpyAsync": "cudaMemcpyAsync",
+    "cudaStreamSynchronize": "cudaStreamSync",
+    "cudaDeviceSynchronize": "cudaDeviceSync",
+}
+MIB = 1 << 20
+
+pytestmark = pytest.mark.usefixtures("privileged")
+
+
+def rows_by_op(db_rows: Any, db: Path) -> dict[str, list[tuple[Any, ...]]]:
+    rows = db_rows(
+        db,
+        "SELECT o.name, e.pid, e.tid, e.duration, e.arg0, e.arg1, e.ret_code, e.timestamp, e.comm "
+        "FROM events e JOIN ops o ON o.source_id = e.source AND o.op_id = e.op WHERE e.source = 1",
+    )
+    grouped: dict[str, list[tuple[Any, ...]]] = {}
+    for row in rows:
+        grouped.setdefault(row[0], []).append(row)
+    return grouped
+
+
+def stats_line(stdout: str) -> str:
+    return next(line for line in stdout.splitlines() if line.startswith("events:"))
+
+
+def test_each_call_becomes_one_row_with_its_arguments(
+    tmp_path: Path, simcuda_lib: Path, db_rows: Any
+) -> None:
+    db, summary = tmp_path / "trace.db", tmp_path / "workload.json"
+    malloc_bytes, memcpy_bytes = 4 * MIB, 1 * MIB
+    started_ns = time.time_ns()
+    run = run_cli(
+        "trace",
+        "--db",
+        str(db),
+        "--cuda-lib",
+        str(simcuda_lib),
+        "--",
+        *workload_cmd(
+            simcuda_lib,
+            summary,
+            "--threads=2",
+            "--streams=1",
+            "--mallocs=7",
+            "--frees=5",
+            "--launches=30",
+            "--memcpys=4",
+            "--async-memcpys=3",
+            "--syncs=4",
+            "--device-syncs=1",
+            f"--malloc-bytes={malloc_bytes}",
+            f"--memcpy-bytes={memcpy_bytes}",
+            "--memcpy-kind=2",
+        ),
+    )
+    assert run.returncode == 0, run.stderr
+    made = load_json(summary)
+    by_op = rows_by_op(db_rows, db)
+
+    assert set(by_op) == set(TRACED.values())
+    for symbol, op in TRACED.items():
+        api, rows = made["apis"][symbol], by_op[op]
+        assert len(rows) == api["calls"], symbol
+        assert {r[1] for r in rows} == {made["pid"]}, symbol
+        assert Counter(str(r[2]) for r in rows) == Counter(api["tids"]), symbol
+        assert Counter(str(r[6]) for r in rows) == Counter(api["rc"]), symbol
+        assert all(r[3] > 0 for r in rows), f"{symbol} has a zero duration"
+        assert all(r[7] >= started_ns for r in rows), f"{symbol} timestamp is not wall-clock time"
+        if "sizes" in api:
+            assert Counter(str(r[4]) for r in rows) == Counter(api["sizes"]), symbol
+        if "kinds" in api:
+            assert Counter(str(r[5]) for r in rows) == Counter(api["kinds"]), symbol
+
+    # Durations are at least the time the simulated device was modelled to take.
+    model = made["model"]
+    malloc_floor = model["alloc_base_ns"] + (malloc_bytes // MIB) * model["alloc_ns_per_mib"]
+    assert min(r[3] for r in by_op["cudaMalloc"]) >= malloc_floor
+    copy_floor = model["memcpy_base_ns"] + memcpy_bytes // model["memcpy_bytes_per_us"] * 1000
+    assert min(r[3] for r in by_op["cudaMemcpy"]) >= copy_floor
+
+    # cudaMalloc's device pointer is read at return; cudaFree reports the bytes
+    # it gave back from the in-kernel allocation map.
+    pointers = [r[5] for r in by_op["cudaMalloc"]]
+    assert all(p != 0 for p in pointers)
+    assert len(set(pointers)) == len(pointers)
+    assert {r[4] for r in by_op["cudaFree"]} <= set(pointers)
+    assert sum(r[5] for r in by_op["cudaFree"]) == made["allocations"]["freed"] * malloc_bytes
+
+    total = sum(made["apis"][s]["calls"] for s in TRACED)
+    assert stats_line(run.stdout) == f"events: received {total}, stored {total}, dropped 0"
+    (session,) = db_rows(db, "SELECT started_at, stopped_at, ingero_ver FROM sessions")
+    assert session[0] <= session[1]
+    assert session[2]
+    assert db_rows(db, "SELECT name FROM process_names WHERE pid = ?", made["pid"])
+
+
+def test_failed_allocation_is_stored_with_its_error_code(
+    tmp_path: Path, simcuda_lib: Path, db_rows: Any
+) -> None:
+    db, summary = tmp_path / "trace.db", tmp_path / "workload.json"
+    too_big = 64 << 30  # beyond the simulated device's 8 GiB
+    run = run_cli(
+        "trace",
+        "--db",
+        str(db),
+        "--cuda-lib",
+        str(simcuda_lib),
+        "--",
+        *workload_cmd(simcuda_lib, summary, "--mallocs=2", f"--oom-bytes={too_big}"),
+    )
+    assert run.returncode == 0, run.stderr
+    made = load_json(summary)
+    assert made["oom"]["rc"] == 2
+    failed = db_rows(
+        db, "SELECT arg0, arg1, ret_code FROM events WHERE source = 1 AND op = 1 AND ret_code != 0"
+    )
+    assert failed == [(too_big, 0, made["oom"]["rc"])]
+
+
+def start_gated_workload(lib: Path, gate: Path, summary: Path) -> tuple[subprocess.Popen[str], int]:
+    proc = subprocess.Popen(
+        workload_cmd(lib, summary, "--mallocs=3", "--launches=12", "--syncs=2", f"--start-gate={gate}"),
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stdout is not None
+    line = proc.stdout.readline()
+    assert line.startswith("READY "), line
+    return proc, int(line.split()[1])
+
+
+def test_pid_mode_stores_only_the_target_process(tmp_path: Path, simcuda_lib: Path, db_rows: Any) -> None:
+    db, gate = tmp_path / "trace.db", tmp_path / "go"
+    target, target_pid = start_gated_workload(simcuda_lib, gate, tmp_path / "target.json")
+    other, other_pid = start_gated_workload(simcuda_lib, gate, tmp_path / "other.json")
+    tracer = subprocess.Popen(
+        [sys.executable, "-m", "ingero", "trace", "--pid", str(target_pid), "--db", str(db), "-d", "60s"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert tracer.stderr is not None
+        attached = tracer.stderr.readline()
+        assert "attached" in attached, attached + tracer.stderr.read()
+        gate.touch()
+        assert target.wait(timeout=60) == 0
+        assert other.wait(timeout=60) == 0
+        # The trace ends by itself once its only target has exited.
+        out, err = tracer.communicate(timeout=60)
+    finally:
+        for proc in (target, other, tracer):
+            if proc.poll() is None:
+                proc.kill()
+    assert tracer.returncode == 0, err
+    made = load_json(tmp_path / "target.json")
+    pids = db_rows(db, "SELECT pid, COUNT(*) FROM events GROUP BY pid")
+    expected = sum(made["apis"][s]["calls"] for s in TRACED if s in made["apis"])
+    assert pids == [(target_pid, expected)]
+    assert other_pid != target_pid
+    assert f"stored {expected}, dropped 0" in out
+
+
+def test_calls_of_the_launched_command_are_seen_from_its_first_instruction(
+    tmp_path: Path, simcuda_lib: Path, db_rows: Any
+) -> None:
+    # The workload's very first traced call happens right after start-up; a
+    # tracer that enrolled the child late would miss it.
+    db, summary = tmp_path / "trace.db", tmp_path / "w.json"
+    run = run_cli(
+        "trace", "--db", str(db), "--cuda-lib", str(simcuda_lib), "--",
+        *workload_cmd(simcuda_lib, summary, "--mallocs=1"),
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr
+    assert db_rows(db, "SELECT COUNT(*) FROM events WHERE op = 1") == [(1,)]
+
+
+def test_exit_code_of_the_traced_command_is_returned(tmp_path: Path, simcuda_lib: Path) -> None:
+    run = run_cli(
+        "trace", "--db", str(tmp_path / "t.db"), "--cuda-lib", str(simcuda_lib), "--",
+        sys.executable, "-c", "import sys; sys.exit(7)",
+    )  # fmt: skip
+    assert run.returncode == 7, run.stderr
+
+
+def test_library_is_discovered_from_ld_library_path(tmp_path: Path, simcuda_lib: Path, db_rows: Any) -> None:
+    env = dict(os.environ, LD_LIBRARY_PATH=str(simcuda_lib.parent))
+    db = tmp_path / "t.db"
+    run = run_cli(
+        "trace", "--db", str(db), "--",
+        sys.executable, str(WORKLOAD), "--mallocs=2", "--json", str(tmp_path / "w.json"),
+        env=env,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr
+    assert str(simcuda_lib.parent) in run.stderr
+    assert db_rows(db, "SELECT COUNT(*) FROM events WHERE op = 1") == [(2,)]
