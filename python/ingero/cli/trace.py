@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.status import Status
 
 from ingero import _core
 from ingero.capture.run import TraceError, TraceRequest, TraceResult, default_node, run_trace
@@ -83,8 +85,16 @@ def trace(  # noqa: PLR0917 - Typer maps each parameter to an option
         missing = f" (absent: {', '.join(a['missing'])})" if a["missing"] else ""
         stderr.print(f"attached {len(a['symbols'])} CUDA runtime probes to {a['library']}{missing}")
 
+    target = f"pid {pid}" if pid else Path(request.command[0]).name
+    status = stderr.status(f"tracing {target}", spinner="dots") if stderr.is_terminal else nullcontext()
+
+    def progress(s: _core.TraceStats) -> None:
+        if isinstance(status, Status):
+            status.update(f"tracing {target}: {s['stored']} events stored, {s['dropped']} dropped")
+
     try:
-        result = run_trace(request, on_attach=attached)
+        with status:
+            result = run_trace(request, on_attach=attached, on_progress=progress)
     except TraceError as err:
         fail(str(err))
     _report(result, database)
