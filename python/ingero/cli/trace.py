@@ -85,7 +85,7 @@ def trace(  # noqa: PLR0917 - Typer maps each parameter to an option
         missing = f" (absent: {', '.join(a['missing'])})" if a["missing"] else ""
         stderr.print(f"attached {len(a['symbols'])} CUDA runtime probes to {a['library']}{missing}")
 
-    target = f"pid {pid}" if pid else Path(request.command[0]).name
+    target = f"pid {pid}" if pid else Path(request.command[0]).name if request.command else ""
     status = stderr.status(f"tracing {target}", spinner="dots") if stderr.is_terminal else nullcontext()
 
     def progress(s: _core.TraceStats) -> None:
