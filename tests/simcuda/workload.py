@@ -784,7 +784,12 @@ def main(argv: list[str] | None = None) -> int:
         "elapsed_ns": elapsed,
     }
     text = json.dumps(summary, indent=2, sort_keys=False)
-    if args.json:
+    if args.json and os.path.exists(args.json) and not os.path.isfile(args.json):
+        # A device or pipe (/dev/null, a FIFO): write through it. Renaming over
+        # it, as below, would replace /dev/null itself with a regular file.
+        with open(args.json, "w", encoding="utf-8") as fh:
+            fh.write(text + "\n")
+    elif args.json:
         tmp = f"{args.json}.tmp.{os.getpid()}"
         with open(tmp, "w", encoding="utf-8") as fh:
             fh.write(text + "\n")
