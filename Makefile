@@ -23,6 +23,7 @@ lint:
 	ruff check python tests
 	ruff format --check python tests
 	mypy
+	python -m mypy.stubtest ingero._core --allowlist tests/stubtest-allowlist.txt
 
 rust-test:
 	cargo test --workspace

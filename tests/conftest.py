@@ -63,6 +63,13 @@ def workload_cmd(lib: Path, json_out: Path, *flags: str) -> list[str]:
     return [sys.executable, str(WORKLOAD), "--lib", str(lib), "--json", str(json_out), *flags]
 
 
+def trace_workload(db: Path, lib: Path, summary: Path, *flags: str) -> Run:
+    """`ingero trace` of the workload over the simulated library at `lib`."""
+    return run_cli(
+        "trace", "--db", str(db), "--cuda-lib", str(lib), "--", *workload_cmd(lib, summary, *flags)
+    )
+
+
 def load_json(path: Path) -> dict[str, Any]:
     data: dict[str, Any] = json.loads(path.read_text())
     return data

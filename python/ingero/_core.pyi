@@ -1,12 +1,15 @@
 """Type stubs for the native module built from crates/ingero-core."""
 
 from os import PathLike
-from typing import TypedDict
+from typing import TypedDict, final
+
+__all__ = ["IngeroError", "Tracer", "__version__", "ops", "sources", "wait_child"]
 
 __version__: str
 
 class IngeroError(Exception): ...
 
+# Shapes of the dicts the module returns (typing only; not runtime names).
 class Attachment(TypedDict):
     library: str
     symbols: list[str]
@@ -21,18 +24,19 @@ class TraceStats(TypedDict):
     write_failed: int
     write_error: str | None
 
+@final
 class Tracer:
-    def __init__(self, trace_all: bool = False, ringbuf_bytes: int = ...) -> None: ...
+    def __new__(cls, trace_all: bool = ..., ringbuf_bytes: int = ...) -> Tracer: ...
     def attach(self, library: str | PathLike[str]) -> Attachment: ...
     def add_target(self, pid: int) -> None: ...
     def start(
         self,
         db_path: str | PathLike[str],
         node: str,
-        pid_filter: str = "",
-        flags: str = "",
-        python_ver: str = "",
-        ingero_ver: str = "",
+        pid_filter: str = ...,
+        flags: str = ...,
+        python_ver: str = ...,
+        ingero_ver: str = ...,
     ) -> None: ...
     def launch(self, argv: list[str]) -> int: ...
     def stats(self) -> TraceStats: ...
@@ -40,4 +44,4 @@ class Tracer:
 
 def sources() -> list[tuple[int, str, str]]: ...
 def ops() -> list[tuple[int, int, str, str, str, str]]: ...
-def wait_child(pid: int, timeout_ms: int | None = None) -> int | None: ...
+def wait_child(pid: int, timeout_ms: int | None = ...) -> int | None: ...

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import Run, run_cli, workload_cmd
+from tests.conftest import Run, run_cli, trace_workload
 
 
 def assert_one_line_error(run: Run, expected: str) -> None:
@@ -84,19 +84,16 @@ def test_existing_database_is_untouched_by_a_failed_trace_and_extended_by_the_ne
 ) -> None:
     db = tmp_path / "t.db"
 
-    def trace_workload(mallocs: int) -> None:
-        run = run_cli(
-            "trace", "--db", str(db), "--cuda-lib", str(simcuda_lib), "--",
-            *workload_cmd(simcuda_lib, tmp_path / "w.json", f"--mallocs={mallocs}"),
-        )  # fmt: skip
+    def trace_mallocs(mallocs: int) -> None:
+        run = trace_workload(db, simcuda_lib, tmp_path / "w.json", f"--mallocs={mallocs}")
         assert run.returncode == 0, run.stderr
 
-    trace_workload(2)
+    trace_mallocs(2)
     before = db.read_bytes()
     run = run_cli("trace", "--db", str(db), "--cuda-lib", str(simcuda_lib), "--", "no-such-command-xyz")
     assert_one_line_error(run, "command not found")
     assert db.read_bytes() == before
-    trace_workload(3)
+    trace_mallocs(3)
     ids = [row[0] for row in db_rows(db, "SELECT id FROM events WHERE op = 1")]
     assert len(ids) == 5
     assert len(set(ids)) == 5

@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import WORKLOAD, load_json, run_cli, workload_cmd
+from tests.conftest import WORKLOAD, load_json, run_cli, trace_workload, workload_cmd
 
 # The runtime symbols the foundation traces, and the op names the original
 # Ingero stores them under (an independent oracle, not read from ingero).
@@ -56,29 +56,22 @@ def test_each_call_becomes_one_row_with_its_arguments(
     db, summary = tmp_path / "trace.db", tmp_path / "workload.json"
     malloc_bytes, memcpy_bytes = 4 * MIB, 1 * MIB
     started_ns = time.time_ns()
-    run = run_cli(
-        "trace",
-        "--db",
-        str(db),
-        "--cuda-lib",
-        str(simcuda_lib),
-        "--",
-        *workload_cmd(
-            simcuda_lib,
-            summary,
-            "--threads=2",
-            "--streams=1",
-            "--mallocs=7",
-            "--frees=5",
-            "--launches=30",
-            "--memcpys=4",
-            "--async-memcpys=3",
-            "--syncs=4",
-            "--device-syncs=1",
-            f"--malloc-bytes={malloc_bytes}",
-            f"--memcpy-bytes={memcpy_bytes}",
-            "--memcpy-kind=2",
-        ),
+    run = trace_workload(
+        db,
+        simcuda_lib,
+        summary,
+        "--threads=2",
+        "--streams=1",
+        "--mallocs=7",
+        "--frees=5",
+        "--launches=30",
+        "--memcpys=4",
+        "--async-memcpys=3",
+        "--syncs=4",
+        "--device-syncs=1",
+        f"--malloc-bytes={malloc_bytes}",
+        f"--memcpy-bytes={memcpy_bytes}",
+        "--memcpy-kind=2",
     )
     assert run.returncode == 0, run.stderr
     made = load_json(summary)
@@ -126,15 +119,7 @@ def test_failed_allocation_is_stored_with_its_error_code(
 ) -> None:
     db, summary = tmp_path / "trace.db", tmp_path / "workload.json"
     too_big = 64 << 30  # beyond the simulated device's 8 GiB
-    run = run_cli(
-        "trace",
-        "--db",
-        str(db),
-        "--cuda-lib",
-        str(simcuda_lib),
-        "--",
-        *workload_cmd(simcuda_lib, summary, "--mallocs=2", f"--oom-bytes={too_big}"),
-    )
+    run = trace_workload(db, simcuda_lib, summary, "--mallocs=2", f"--oom-bytes={too_big}")
     assert run.returncode == 0, run.stderr
     made = load_json(summary)
     assert made["oom"]["rc"] == 2
@@ -194,10 +179,7 @@ def test_calls_of_the_launched_command_are_seen_from_its_first_instruction(
     # The workload's very first traced call happens right after start-up; a
     # tracer that enrolled the child late would miss it.
     db, summary = tmp_path / "trace.db", tmp_path / "w.json"
-    run = run_cli(
-        "trace", "--db", str(db), "--cuda-lib", str(simcuda_lib), "--",
-        *workload_cmd(simcuda_lib, summary, "--mallocs=1"),
-    )  # fmt: skip
+    run = trace_workload(db, simcuda_lib, summary, "--mallocs=1")
     assert run.returncode == 0, run.stderr
     assert db_rows(db, "SELECT COUNT(*) FROM events WHERE op = 1") == [(1,)]
 
