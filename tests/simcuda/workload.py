@@ -104,6 +104,9 @@ class ApiStats:
     bytes: int = 0
     sizes: dict[str, int] = field(default_factory=dict)
     kinds: dict[str, int] = field(default_factory=dict)
+    # The handle each call is about (stream, graph, executable graph, kernel),
+    # 0 for the default stream: what a tracer should report alongside.
+    handles: dict[str, int] = field(default_factory=dict)
     model_ns: int = 0
     device_ns: int = 0
     wall_ns: int = 0
@@ -126,6 +129,8 @@ class ApiStats:
             out["sizes"] = self.sizes
         if self.kinds:
             out["kinds"] = self.kinds
+        if self.handles:
+            out["handles"] = self.handles
         return out
 
 
@@ -150,6 +155,7 @@ class Recorder:
         *,
         size: int | None = None,
         kind: int | None = None,
+        handle: int | None = None,
         model_ns: int = 0,
         device_ns: int = 0,
     ) -> None:
@@ -165,6 +171,8 @@ class Recorder:
                 _bump(st.sizes, size)
             if kind is not None:
                 _bump(st.kinds, kind)
+            if handle is not None:
+                _bump(st.handles, handle)
             st.model_ns += model_ns
             st.device_ns += device_ns
             st.wall_ns += wall_ns
@@ -398,6 +406,7 @@ def launch(ctx: Ctx, kernel: str, stream: int | None, arg_ptr: int | None) -> in
         "cudaLaunchKernel",
         rc,
         ns,
+        handle=stream or 0,
         model_ns=ctx.model.launch_ns if ok else 0,
         device_ns=ctx.kernel_ns[kernel] if ok else 0,
     )
@@ -406,7 +415,7 @@ def launch(ctx: Ctx, kernel: str, stream: int | None, arg_ptr: int | None) -> in
 
 def synchronize(ctx: Ctx, stream: int | None) -> int:
     rc, ns = timed(ctx.rt["cudaStreamSynchronize"], stream)
-    REC.record("cudaStreamSynchronize", rc, ns)
+    REC.record("cudaStreamSynchronize", rc, ns, handle=stream or 0)
     return rc
 
 
@@ -439,7 +448,7 @@ def step(
 def capture_graph(ctx: Ctx, stream: int, kernels: int, res: ThreadResult) -> int | None:
     """Capture `kernels` launches on `stream` into a graph; return the graph."""
     rc, ns = timed(ctx.rt["cudaStreamBeginCapture"], stream, 0)
-    REC.record("cudaStreamBeginCapture", rc, ns)
+    REC.record("cudaStreamBeginCapture", rc, ns, handle=stream)
     if rc != 0:
         return None
     for k in range(kernels):
@@ -447,12 +456,14 @@ def capture_graph(ctx: Ctx, stream: int, kernels: int, res: ThreadResult) -> int
         kernel = list(KERNELS)[k % len(KERNELS)]
         grid, block = Dim3(64, 1, 1), Dim3(128, 1, 1)
         rc_l, ns_l = timed(ctx.rt["cudaLaunchKernel"], kernel_addr(kernel), grid, block, None, 0, stream)
-        REC.record("cudaLaunchKernel", rc_l, ns_l, model_ns=ctx.model.launch_ns if rc_l == 0 else 0)
+        REC.record(
+            "cudaLaunchKernel", rc_l, ns_l, handle=stream, model_ns=ctx.model.launch_ns if rc_l == 0 else 0
+        )
         if rc_l == 0:
             res.captured_kernels += 1
     graph = ctypes.c_void_p()
     rc, ns = timed(ctx.rt["cudaStreamEndCapture"], stream, ctypes.byref(graph))
-    REC.record("cudaStreamEndCapture", rc, ns)
+    REC.record("cudaStreamEndCapture", rc, ns, handle=graph.value or 0)
     return graph.value if rc == 0 else None
 
 
@@ -468,7 +479,13 @@ def run_graphs(ctx: Ctx, share: Share, res: ThreadResult) -> None:
     if graph is not None:
         exec_h = ctypes.c_void_p()
         rc, ns = timed(ctx.rt["cudaGraphInstantiate"], ctypes.byref(exec_h), graph, 0)
-        REC.record("cudaGraphInstantiate", rc, ns, model_ns=ctx.model.launch_ns if rc == 0 else 0)
+        REC.record(
+            "cudaGraphInstantiate",
+            rc,
+            ns,
+            handle=exec_h.value or 0,
+            model_ns=ctx.model.launch_ns if rc == 0 else 0,
+        )
         if rc == 0:
             graph_ns = sum(ctx.kernel_ns[list(KERNELS)[k % len(KERNELS)]] for k in range(kernels))
             for _ in range(share.graph_launches):
@@ -478,6 +495,7 @@ def run_graphs(ctx: Ctx, share: Share, res: ThreadResult) -> None:
                     "cudaGraphLaunch",
                     rc_g,
                     ns_g,
+                    handle=exec_h.value,
                     model_ns=ctx.model.launch_ns if ok else 0,
                     device_ns=graph_ns if ok else 0,
                 )
