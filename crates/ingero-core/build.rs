@@ -5,7 +5,7 @@ use std::{env, path::PathBuf};
 use anyhow::{Context as _, anyhow};
 
 /// Object files ingero-core embeds, one per `[[bin]]` of ingero-ebpf.
-const OBJECTS: &[&str] = &["ingero-cuda"];
+const OBJECTS: &[&str] = &["ingero-cuda", "ingero-driver"];
 
 fn main() -> anyhow::Result<()> {
     let out_dir = PathBuf::from(env::var_os("OUT_DIR").context("OUT_DIR not set")?);
@@ -20,23 +20,16 @@ fn main() -> anyhow::Result<()> {
         }
         return Ok(());
     }
-    let manifest =
-        PathBuf::from(env::var_os("CARGO_MANIFEST_DIR").context("CARGO_MANIFEST_DIR not set")?);
+    let manifest = PathBuf::from(env::var_os("CARGO_MANIFEST_DIR").context("CARGO_MANIFEST_DIR not set")?);
     let ebpf_dir = manifest.join("../ingero-ebpf");
-    let ebpf_dir = ebpf_dir
-        .to_str()
-        .ok_or_else(|| anyhow!("non-UTF-8 path {}", ebpf_dir.display()))?;
+    let ebpf_dir = ebpf_dir.to_str().ok_or_else(|| anyhow!("non-UTF-8 path {}", ebpf_dir.display()))?;
     // The eBPF crate needs a compiler with the prebuilt `core` for
     // bpfel-unknown-none (Debian's rustc-web), linked into rustup under this
     // name by `make setup`; without rustup, aya-build uses the cargo on PATH.
     let toolchain = env::var("INGERO_BPF_TOOLCHAIN").unwrap_or_else(|_| "ingero-bpf".to_owned());
     prepare_child_env()?;
     aya_build::build_ebpf(
-        [aya_build::Package {
-            name: "ingero-ebpf",
-            root_dir: ebpf_dir,
-            ..Default::default()
-        }],
+        [aya_build::Package { name: "ingero-ebpf", root_dir: ebpf_dir, ..Default::default() }],
         aya_build::Toolchain::Custom(&toolchain),
     )
     .context("building the eBPF programs failed (run `make setup` to install the eBPF toolchain)")
@@ -60,9 +53,7 @@ fn prepare_child_env() -> anyhow::Result<()> {
     let path = env::var_os("PATH").unwrap_or_default();
     let on_path = env::split_paths(&path).any(|dir| dir.join("bpf-linker").is_file());
     if !on_path {
-        let cached = cache_dir()
-            .map(|c| c.join("bpf-linker/bin"))
-            .filter(|d| d.join("bpf-linker").is_file());
+        let cached = cache_dir().map(|c| c.join("bpf-linker/bin")).filter(|d| d.join("bpf-linker").is_file());
         let Some(dir) = cached else {
             return Err(anyhow!("bpf-linker is not installed (run `make setup`)"));
         };

@@ -12,6 +12,7 @@ class IngeroError(Exception): ...
 # Shapes of the dicts the module returns (typing only; not runtime names).
 class Attachment(TypedDict):
     library: str
+    kind: str
     symbols: list[str]
     missing: list[str]
 
@@ -27,7 +28,7 @@ class TraceStats(TypedDict):
 @final
 class Tracer:
     def __new__(cls, trace_all: bool = ..., ringbuf_bytes: int = ...) -> Tracer: ...
-    def attach(self, library: str | PathLike[str]) -> Attachment: ...
+    def attach(self, library: str | PathLike[str], kind: str = ...) -> Attachment: ...
     def add_target(self, pid: int) -> None: ...
     def start(
         self,

@@ -41,7 +41,7 @@ def test_pid_that_does_not_exist(tmp_path: Path) -> None:
 @pytest.mark.usefixtures("privileged")
 def test_pid_without_cuda_library(tmp_path: Path, idle_process: int) -> None:
     run = run_cli("trace", "--pid", str(idle_process), "--db", str(tmp_path / "t.db"), "--duration", "1s")
-    assert_one_line_error(run, f"process {idle_process} has no CUDA runtime library")
+    assert_one_line_error(run, f"process {idle_process} has no CUDA library")
 
 
 @pytest.mark.usefixtures("privileged")

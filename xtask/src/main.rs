@@ -13,18 +13,12 @@ use anyhow::{Context as _, Result, bail};
 use object::{Object as _, ObjectSection as _, ObjectSymbol as _};
 
 /// The objects ingero-core's build script leaves in its OUT_DIR.
-const OBJECTS: &[&str] = &["ingero-cuda"];
+const OBJECTS: &[&str] = &["ingero-cuda", "ingero-driver"];
 
 fn core_out_dir() -> Result<PathBuf> {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let mut child = Command::new(cargo)
-        .args([
-            "build",
-            "--release",
-            "--package",
-            "ingero-core",
-            "--message-format=json",
-        ])
+        .args(["build", "--release", "--package", "ingero-core", "--message-format=json"])
         .stdout(Stdio::piped())
         .spawn()
         .context("cannot run cargo")?;
@@ -32,9 +26,7 @@ fn core_out_dir() -> Result<PathBuf> {
     let mut out_dir = None;
     for line in std::io::BufReader::new(stdout).lines() {
         let message: serde_json::Value = serde_json::from_str(&line?).unwrap_or_default();
-        let is_core = message["package_id"]
-            .as_str()
-            .is_some_and(|id| id.contains("ingero-core"));
+        let is_core = message["package_id"].as_str().is_some_and(|id| id.contains("ingero-core"));
         if message["reason"] == "build-script-executed" && is_core {
             out_dir = message["out_dir"].as_str().map(PathBuf::from);
         }
@@ -47,14 +39,11 @@ fn core_out_dir() -> Result<PathBuf> {
 
 fn describe(path: &Path) -> Result<Vec<String>> {
     let data = std::fs::read(path)?;
-    let file = object::File::parse(&*data)
-        .with_context(|| format!("{} is not an ELF object", path.display()))?;
+    let file =
+        object::File::parse(&*data).with_context(|| format!("{} is not an ELF object", path.display()))?;
     let mut programs = Vec::new();
     for symbol in file.symbols() {
-        let Some(section) = symbol
-            .section_index()
-            .and_then(|i| file.section_by_index(i).ok())
-        else {
+        let Some(section) = symbol.section_index().and_then(|i| file.section_by_index(i).ok()) else {
             continue;
         };
         let kind = section.name().unwrap_or_default();
@@ -82,12 +71,7 @@ fn build(out: &Path) -> Result<()> {
         let dst = out.join(format!("{name}.o"));
         std::fs::copy(from.join(name), &dst).with_context(|| format!("copying {name}"))?;
         let programs = describe(&dst)?;
-        println!(
-            "{} ({} bytes, {} programs)",
-            dst.display(),
-            std::fs::metadata(&dst)?.len(),
-            programs.len()
-        );
+        println!("{} ({} bytes, {} programs)", dst.display(), std::fs::metadata(&dst)?.len(), programs.len());
         for program in programs {
             println!("  {program}");
         }

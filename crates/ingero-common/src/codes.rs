@@ -130,11 +130,7 @@ pub struct Op {
 }
 
 pub const SOURCES: &[Source] = &[
-    Source {
-        id: source::CUDA,
-        name: "CUDA",
-        description: "CUDA Runtime API (libcudart.so) — uprobes",
-    },
+    Source { id: source::CUDA, name: "CUDA", description: "CUDA Runtime API (libcudart.so) — uprobes" },
     Source {
         id: source::NVIDIA,
         name: "NVIDIA",
@@ -145,21 +141,13 @@ pub const SOURCES: &[Source] = &[
         name: "HOST",
         description: "Host kernel events — tracepoints (scheduler, memory, process lifecycle)",
     },
-    Source {
-        id: source::DRIVER,
-        name: "DRIVER",
-        description: "CUDA Driver API (libcuda.so) — uprobes",
-    },
+    Source { id: source::DRIVER, name: "DRIVER", description: "CUDA Driver API (libcuda.so) — uprobes" },
     Source {
         id: source::IO,
         name: "IO",
         description: "Block I/O events — tracepoints (block_rq_issue/block_rq_complete)",
     },
-    Source {
-        id: source::TCP,
-        name: "TCP",
-        description: "TCP events — tracepoints (tcp_retransmit_skb)",
-    },
+    Source { id: source::TCP, name: "TCP", description: "TCP events — tracepoints (tcp_retransmit_skb)" },
     Source {
         id: source::NET,
         name: "NET",
@@ -185,14 +173,7 @@ const fn op(
     arg0: &'static str,
     arg1: &'static str,
 ) -> Op {
-    Op {
-        source,
-        id,
-        name,
-        description,
-        arg0,
-        arg1,
-    }
+    Op { source, id, name, description, arg0, arg1 }
 }
 
 const BYTES: &str = "bytes";
@@ -224,14 +205,7 @@ pub const OPS: &[Op] = &[
         "kernel function pointer",
         STREAM,
     ),
-    op(
-        source::CUDA,
-        cuda_op::MEMCPY,
-        "cudaMemcpy",
-        "Synchronous host<->device memory copy",
-        BYTES,
-        KIND,
-    ),
+    op(source::CUDA, cuda_op::MEMCPY, "cudaMemcpy", "Synchronous host<->device memory copy", BYTES, KIND),
     op(
         source::CUDA,
         cuda_op::STREAM_SYNC,
@@ -320,30 +294,9 @@ pub const OPS: &[Op] = &[
         BYTES,
         "",
     ),
-    op(
-        source::HOST,
-        host_op::OOM_KILL,
-        "oom_kill",
-        "Out-of-memory killer invoked",
-        "",
-        "victim pid",
-    ),
-    op(
-        source::HOST,
-        host_op::PROCESS_EXEC,
-        "process_exec",
-        "New process executed (execve)",
-        "",
-        "",
-    ),
-    op(
-        source::HOST,
-        host_op::PROCESS_EXIT,
-        "process_exit",
-        "Process exited",
-        "exit code",
-        "",
-    ),
+    op(source::HOST, host_op::OOM_KILL, "oom_kill", "Out-of-memory killer invoked", "", "victim pid"),
+    op(source::HOST, host_op::PROCESS_EXEC, "process_exec", "New process executed (execve)", "", ""),
+    op(source::HOST, host_op::PROCESS_EXIT, "process_exit", "Process exited", "exit code", ""),
     op(
         source::HOST,
         host_op::PROCESS_FORK,
@@ -352,30 +305,9 @@ pub const OPS: &[Op] = &[
         "",
         "child pid",
     ),
-    op(
-        source::HOST,
-        host_op::POD_RESTART,
-        "pod_restart",
-        "K8s pod container restart detected",
-        "",
-        "",
-    ),
-    op(
-        source::HOST,
-        host_op::POD_EVICTION,
-        "pod_eviction",
-        "K8s pod eviction detected",
-        "",
-        "",
-    ),
-    op(
-        source::HOST,
-        host_op::POD_OOM_KILL,
-        "pod_oom_kill",
-        "K8s pod OOM kill detected",
-        "",
-        "",
-    ),
+    op(source::HOST, host_op::POD_RESTART, "pod_restart", "K8s pod container restart detected", "", ""),
+    op(source::HOST, host_op::POD_EVICTION, "pod_eviction", "K8s pod eviction detected", "", ""),
+    op(source::HOST, host_op::POD_OOM_KILL, "pod_oom_kill", "K8s pod OOM kill detected", "", ""),
     op(
         source::HOST,
         host_op::MM_PAGE_ALLOC_SUMMARY,
@@ -400,14 +332,7 @@ pub const OPS: &[Op] = &[
         "CUfunction",
         STREAM,
     ),
-    op(
-        source::DRIVER,
-        driver_op::MEMCPY,
-        "cuMemcpy",
-        "Synchronous memory copy via driver API",
-        BYTES,
-        "",
-    ),
+    op(source::DRIVER, driver_op::MEMCPY, "cuMemcpy", "Synchronous memory copy via driver API", BYTES, ""),
     op(
         source::DRIVER,
         driver_op::MEMCPY_ASYNC,
@@ -440,22 +365,8 @@ pub const OPS: &[Op] = &[
         BYTES,
         "device pointer returned",
     ),
-    op(
-        source::IO,
-        io_op::READ,
-        "block_read",
-        "Block device read request",
-        "sectors",
-        "start sector",
-    ),
-    op(
-        source::IO,
-        io_op::WRITE,
-        "block_write",
-        "Block device write request",
-        "sectors",
-        "start sector",
-    ),
+    op(source::IO, io_op::READ, "block_read", "Block device read request", "sectors", "start sector"),
+    op(source::IO, io_op::WRITE, "block_write", "Block device write request", "sectors", "start sector"),
     op(
         source::IO,
         io_op::DISCARD,
@@ -472,22 +383,8 @@ pub const OPS: &[Op] = &[
         "(saddr << 32) | daddr",
         "(sport << 16) | dport",
     ),
-    op(
-        source::NET,
-        net_op::SEND,
-        "net_send",
-        "Socket send/sendto syscall",
-        "fd",
-        BYTES,
-    ),
-    op(
-        source::NET,
-        net_op::RECV,
-        "net_recv",
-        "Socket recv/recvfrom syscall",
-        "fd",
-        BYTES,
-    ),
+    op(source::NET, net_op::SEND, "net_send", "Socket send/sendto syscall", "fd", BYTES),
+    op(source::NET, net_op::RECV, "net_recv", "Socket recv/recvfrom syscall", "fd", BYTES),
     op(
         source::CUDA_GRAPH,
         graph_op::BEGIN_CAPTURE,
@@ -568,22 +465,8 @@ pub const OPS: &[Op] = &[
         BYTES,
         "communicator id hash",
     ),
-    op(
-        source::NCCL,
-        nccl_op::SEND,
-        "ncclSend",
-        "Point-to-point send",
-        BYTES,
-        "peer rank",
-    ),
-    op(
-        source::NCCL,
-        nccl_op::RECV,
-        "ncclRecv",
-        "Point-to-point receive",
-        BYTES,
-        "peer rank",
-    ),
+    op(source::NCCL, nccl_op::SEND, "ncclSend", "Point-to-point send", BYTES, "peer rank"),
+    op(source::NCCL, nccl_op::RECV, "ncclRecv", "Point-to-point receive", BYTES, "peer rank"),
     op(
         source::NCCL,
         nccl_op::COMM_INIT_ALL,
@@ -606,17 +489,9 @@ mod tests {
     #[test]
     fn every_op_belongs_to_a_known_source_and_is_unique() {
         for (i, o) in OPS.iter().enumerate() {
-            assert!(
-                SOURCES.iter().any(|s| s.id == o.source),
-                "{} has no source",
-                o.name
-            );
+            assert!(SOURCES.iter().any(|s| s.id == o.source), "{} has no source", o.name);
             for other in &OPS[i + 1..] {
-                assert!(
-                    !(other.source == o.source && other.id == o.id),
-                    "duplicate code for {}",
-                    o.name
-                );
+                assert!(!(other.source == o.source && other.id == o.id), "duplicate code for {}", o.name);
                 assert_ne!(other.name, o.name, "duplicate name");
             }
         }

@@ -61,14 +61,9 @@ fn parse(record: &[u8], wall_offset_ns: i64) -> Option<EventRow> {
     })
 }
 
-fn wait_readable(fd: i32) -> Result<()> {
-    let mut pfd = libc::pollfd {
-        fd,
-        events: libc::POLLIN,
-        revents: 0,
-    };
-    // SAFETY: one valid pollfd.
-    if unsafe { libc::poll(&mut pfd, 1, POLL_TIMEOUT_MS) } < 0 {
+fn wait_readable(pollfds: &mut [libc::pollfd]) -> Result<()> {
+    // SAFETY: a valid slice of pollfds.
+    if unsafe { libc::poll(pollfds.as_mut_ptr(), pollfds.len() as libc::nfds_t, POLL_TIMEOUT_MS) } < 0 {
         let err = std::io::Error::last_os_error();
         if err.raw_os_error() != Some(libc::EINTR) {
             return Err(err).context("polling the ring buffer");
@@ -78,46 +73,43 @@ fn wait_readable(fd: i32) -> Result<()> {
 }
 
 fn drain_loop(
-    mut ring: RingBuf<MapData>,
+    mut rings: Vec<RingBuf<MapData>>,
     writer: Writer,
     wall_offset_ns: i64,
     stop: &AtomicBool,
     stats: &DrainStats,
 ) -> Result<()> {
-    let fd = ring.as_raw_fd();
+    let mut pollfds: Vec<libc::pollfd> =
+        rings.iter().map(|r| libc::pollfd { fd: r.as_raw_fd(), events: libc::POLLIN, revents: 0 }).collect();
     let mut batch = Vec::with_capacity(BATCH_ROWS);
     let mut batch_started = Instant::now();
     loop {
         // Read the flag before draining, so a stop requested after the last
         // event was produced still sees that event drained.
         let stopping = stop.load(Ordering::Acquire);
-        while let Some(record) = ring.next() {
-            stats.received.fetch_add(1, Ordering::Relaxed);
-            match parse(&record, wall_offset_ns) {
-                Some(row) => batch.push(row),
-                None => {
-                    stats.malformed.fetch_add(1, Ordering::Relaxed);
+        for ring in &mut rings {
+            while let Some(record) = ring.next() {
+                stats.received.fetch_add(1, Ordering::Relaxed);
+                match parse(&record, wall_offset_ns) {
+                    Some(row) => batch.push(row),
+                    None => {
+                        stats.malformed.fetch_add(1, Ordering::Relaxed);
+                    }
                 }
-            }
-            if batch.len() >= BATCH_ROWS {
-                writer.send(std::mem::replace(
-                    &mut batch,
-                    Vec::with_capacity(BATCH_ROWS),
-                ))?;
-                batch_started = Instant::now();
+                if batch.len() >= BATCH_ROWS {
+                    writer.send(std::mem::replace(&mut batch, Vec::with_capacity(BATCH_ROWS)))?;
+                    batch_started = Instant::now();
+                }
             }
         }
         if !batch.is_empty() && (stopping || batch_started.elapsed() >= BATCH_AGE) {
-            writer.send(std::mem::replace(
-                &mut batch,
-                Vec::with_capacity(BATCH_ROWS),
-            ))?;
+            writer.send(std::mem::replace(&mut batch, Vec::with_capacity(BATCH_ROWS)))?;
             batch_started = Instant::now();
         }
         if stopping {
             break;
         }
-        wait_readable(fd)?;
+        wait_readable(&mut pollfds)?;
         if batch.is_empty() {
             batch_started = Instant::now();
         }
@@ -126,19 +118,15 @@ fn drain_loop(
 }
 
 impl Drainer {
-    pub fn spawn(ring: RingBuf<MapData>, writer: Writer, wall_offset_ns: i64) -> Result<Self> {
+    pub fn spawn(rings: Vec<RingBuf<MapData>>, writer: Writer, wall_offset_ns: i64) -> Result<Self> {
         let stop = Arc::new(AtomicBool::new(false));
         let stats = Arc::new(DrainStats::default());
         let (thread_stop, thread_stats) = (Arc::clone(&stop), Arc::clone(&stats));
         let thread = std::thread::Builder::new()
             .name("ingero-drain".into())
-            .spawn(move || drain_loop(ring, writer, wall_offset_ns, &thread_stop, &thread_stats))
+            .spawn(move || drain_loop(rings, writer, wall_offset_ns, &thread_stop, &thread_stats))
             .context("cannot start the drainer thread")?;
-        Ok(Self {
-            stop,
-            thread: Some(thread),
-            stats,
-        })
+        Ok(Self { stop, thread: Some(thread), stats })
     }
 
     pub fn stats(&self) -> Arc<DrainStats> {

@@ -8,17 +8,12 @@ use ingero_common::codes::{OPS, SOURCES};
 use pyo3::{create_exception, exceptions::PyException, prelude::*, types::PyDict};
 
 use crate::{
-    capture::launch,
+    capture::{launch, programs::Library},
     store::SessionInfo,
     tracer::{TraceStats, Tracer},
 };
 
-create_exception!(
-    _core,
-    IngeroError,
-    PyException,
-    "An error ingero reports to the user as one line."
-);
+create_exception!(_core, IngeroError, PyException, "An error ingero reports to the user as one line.");
 
 fn to_py(err: anyhow::Error) -> PyErr {
     IngeroError::new_err(format!("{err:#}"))
@@ -27,26 +22,14 @@ fn to_py(err: anyhow::Error) -> PyErr {
 /// Source code table: `(id, name, description)` rows.
 #[pyfunction]
 fn sources() -> Vec<(u8, &'static str, &'static str)> {
-    SOURCES
-        .iter()
-        .map(|s| (s.id, s.name, s.description))
-        .collect()
+    SOURCES.iter().map(|s| (s.id, s.name, s.description)).collect()
 }
 
 /// Op code table: `(source, id, name, description, arg0, arg1)` rows.
 #[pyfunction]
 #[allow(clippy::type_complexity)]
-fn ops() -> Vec<(
-    u8,
-    u8,
-    &'static str,
-    &'static str,
-    &'static str,
-    &'static str,
-)> {
-    OPS.iter()
-        .map(|o| (o.source, o.id, o.name, o.description, o.arg0, o.arg1))
-        .collect()
+fn ops() -> Vec<(u8, u8, &'static str, &'static str, &'static str, &'static str)> {
+    OPS.iter().map(|o| (o.source, o.id, o.name, o.description, o.arg0, o.arg1)).collect()
 }
 
 fn stats_dict<'py>(py: Python<'py>, s: &TraceStats) -> PyResult<Bound<'py, PyDict>> {
@@ -70,10 +53,7 @@ struct PyTracer {
 
 impl PyTracer {
     fn with<T>(&self, f: impl FnOnce(&mut Tracer) -> anyhow::Result<T>) -> PyResult<T> {
-        let mut tracer = self
-            .inner
-            .lock()
-            .map_err(|_| IngeroError::new_err("tracer state poisoned"))?;
+        let mut tracer = self.inner.lock().map_err(|_| IngeroError::new_err("tracer state poisoned"))?;
         f(&mut tracer).map_err(to_py)
     }
 }
@@ -83,20 +63,22 @@ impl PyTracer {
     #[new]
     #[pyo3(signature = (trace_all = false, ringbuf_bytes = 8 << 20))]
     fn new(py: Python<'_>, trace_all: bool, ringbuf_bytes: u32) -> PyResult<Self> {
-        let tracer = py
-            .detach(|| Tracer::new(trace_all, ringbuf_bytes))
-            .map_err(to_py)?;
-        Ok(Self {
-            inner: Mutex::new(tracer),
-        })
+        let tracer = py.detach(|| Tracer::new(trace_all, ringbuf_bytes)).map_err(to_py)?;
+        Ok(Self { inner: Mutex::new(tracer) })
     }
 
-    /// Attaches the CUDA runtime probes to one library file; returns
-    /// `{"library", "symbols", "missing"}`.
-    fn attach<'py>(&self, py: Python<'py>, library: PathBuf) -> PyResult<Bound<'py, PyDict>> {
-        let a = py.detach(|| self.with(|t| t.attach(&library)))?;
+    /// Attaches the probes of `kind` ("runtime" for libcudart, "driver" for
+    /// libcuda) to one library file; returns `{"library", "kind", "symbols", "missing"}`.
+    #[pyo3(signature = (library, kind = "runtime"))]
+    fn attach<'py>(&self, py: Python<'py>, library: PathBuf, kind: &str) -> PyResult<Bound<'py, PyDict>> {
+        let family = Library::ALL
+            .into_iter()
+            .find(|l| l.name() == kind)
+            .ok_or_else(|| IngeroError::new_err(format!("unknown library kind {kind:?}")))?;
+        let a = py.detach(|| self.with(|t| t.attach(&library, family)))?;
         let d = PyDict::new(py);
         d.set_item("library", a.library)?;
+        d.set_item("kind", a.kind.name())?;
         d.set_item("symbols", a.symbols)?;
         d.set_item("missing", a.missing)?;
         Ok(d)

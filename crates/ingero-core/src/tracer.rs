@@ -1,5 +1,5 @@
-//! One trace run: probes loaded and attached, targets enrolled, the drainer and
-//! writer running, and the counts that say whether anything was lost.
+//! One trace run: probe families loaded and attached, targets enrolled, the
+//! drainer and writer running, and the counts that say whether anything was lost.
 
 use std::{path::Path, sync::Arc, sync::atomic::Ordering};
 
@@ -8,7 +8,7 @@ use aya::maps::{HashMap, MapData, PerCpuArray, RingBuf};
 use ingero_common::event::counter;
 
 use crate::{
-    capture::programs::{Attachment, CudaProbes},
+    capture::programs::{Attachment, Library, ProbeFamily},
     clock,
     drain::{DrainStats, Drainer},
     store::{self, SessionInfo, Writer, WriterStats},
@@ -20,7 +20,7 @@ use crate::{
 pub struct TraceStats {
     pub received: u64,
     pub stored: u64,
-    /// Lost in the kernel: the ring buffer was full.
+    /// Lost in the kernel: a ring buffer was full.
     pub dropped: u64,
     /// Returns with no recorded entry (the call began before tracing started).
     pub unpaired: u64,
@@ -29,11 +29,18 @@ pub struct TraceStats {
     pub write_error: Option<String>,
 }
 
-pub struct Tracer {
-    probes: Option<CudaProbes>,
+/// A family's maps, kept after its programs are detached.
+struct FamilyMaps {
     targets: HashMap<MapData, u32, u8>,
     counters: PerCpuArray<MapData, u64>,
-    events: Option<RingBuf<MapData>>,
+}
+
+pub struct Tracer {
+    /// Dropping a family detaches its probes.
+    probes: Vec<ProbeFamily>,
+    maps: Vec<FamilyMaps>,
+    /// Handed to the drainer at start.
+    events: Vec<RingBuf<MapData>>,
     drainer: Option<Drainer>,
     drain_stats: Arc<DrainStats>,
     writer_stats: Arc<WriterStats>,
@@ -41,13 +48,19 @@ pub struct Tracer {
 }
 
 impl Tracer {
+    /// Loads every probe family; nothing is attached yet.
     pub fn new(trace_all: bool, ringbuf_bytes: u32) -> Result<Self> {
-        let mut probes = CudaProbes::load(trace_all, ringbuf_bytes)?;
+        let (mut probes, mut maps, mut events) = (Vec::new(), Vec::new(), Vec::new());
+        for library in Library::ALL {
+            let mut family = ProbeFamily::load(library, trace_all, ringbuf_bytes)?;
+            maps.push(FamilyMaps { targets: family.take_targets()?, counters: family.take_counters()? });
+            events.push(family.take_events()?);
+            probes.push(family);
+        }
         Ok(Self {
-            targets: probes.take_targets()?,
-            counters: probes.take_counters()?,
-            events: Some(probes.take_events()?),
-            probes: Some(probes),
+            probes,
+            maps,
+            events,
             drainer: None,
             drain_stats: Arc::default(),
             writer_stats: Arc::default(),
@@ -55,12 +68,13 @@ impl Tracer {
         })
     }
 
-    pub fn attach(&mut self, library: &Path) -> Result<Attachment> {
-        let probes = self
+    pub fn attach(&mut self, path: &Path, library: Library) -> Result<Attachment> {
+        let family = self
             .probes
-            .as_mut()
+            .iter_mut()
+            .find(|f| f.library == library)
             .ok_or_else(|| anyhow!("the trace has stopped"))?;
-        let attachment = probes.attach(library)?;
+        let attachment = family.attach(path)?;
         self.attachments.push(attachment.clone());
         Ok(attachment)
     }
@@ -69,40 +83,36 @@ impl Tracer {
         &self.attachments
     }
 
+    /// Records the calls of process `pid` in every family.
     pub fn add_target(&mut self, pid: u32) -> Result<()> {
-        self.targets
-            .insert(pid, 1, 0)
-            .map_err(|e| anyhow!("cannot enrol pid {pid}: {e}"))
+        for maps in &mut self.maps {
+            maps.targets.insert(pid, 1, 0).map_err(|e| anyhow!("cannot enrol pid {pid}: {e}"))?;
+        }
+        Ok(())
     }
 
     /// Opens the database and starts draining into it.
     pub fn start(&mut self, db: &Path, session: &SessionInfo) -> Result<()> {
-        let ring = self
-            .events
-            .take()
-            .ok_or_else(|| anyhow!("the trace was already started"))?;
+        if self.events.is_empty() {
+            return Err(anyhow!("the trace was already started"));
+        }
         let conn = store::open_for_write(db)?;
         let writer = Writer::spawn(conn, session)?;
         self.writer_stats = writer.stats();
-        let drainer = Drainer::spawn(ring, writer, clock::monotonic_to_wall_offset())?;
+        let rings = std::mem::take(&mut self.events);
+        let drainer = Drainer::spawn(rings, writer, clock::monotonic_to_wall_offset())?;
         self.drain_stats = drainer.stats();
         self.drainer = Some(drainer);
         Ok(())
     }
 
+    /// A per-CPU counter, summed over CPUs and families.
     fn kernel_counter(&self, index: u32) -> u64 {
-        self.counters
-            .get(&index, 0)
-            .map_or(0, |values| values.iter().sum())
+        self.maps.iter().map(|m| m.counters.get(&index, 0).map_or(0, |v| v.iter().sum::<u64>())).sum()
     }
 
     pub fn stats(&self) -> TraceStats {
-        let write_error = self
-            .writer_stats
-            .first_error
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone();
+        let write_error = self.writer_stats.first_error.lock().unwrap_or_else(|e| e.into_inner()).clone();
         TraceStats {
             received: self.drain_stats.received.load(Ordering::Relaxed),
             stored: self.writer_stats.stored.load(Ordering::Relaxed),
@@ -117,7 +127,7 @@ impl Tracer {
     /// Detaches the probes, drains and stores what they produced, closes the database.
     pub fn stop(&mut self) -> Result<TraceStats> {
         // Detach first: nothing produced after this point can be missed by the final drain.
-        self.probes = None;
+        self.probes.clear();
         if let Some(drainer) = self.drainer.take() {
             drainer.finish()?;
         }

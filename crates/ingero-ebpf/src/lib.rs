@@ -7,11 +7,12 @@
 
 use aya_ebpf::{
     helpers::{
-        bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_ktime_get_ns,
+        bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read_user,
         generated::bpf_get_current_cgroup_id,
     },
     macros::map,
-    maps::{HashMap, PerCpuArray, RingBuf},
+    maps::{HashMap, LruHashMap, PerCpuArray, RingBuf},
+    programs::{ProbeContext, RetProbeContext},
 };
 use ingero_common::event::{CallEvent, EventHeader, counter};
 
@@ -24,13 +25,17 @@ pub static TARGET_PIDS: HashMap<u32, u8> = HashMap::with_max_entries(4096, 0);
 #[unsafe(no_mangle)]
 static TRACE_ALL: u8 = 0;
 
-/// One outstanding call per (thread, op), keyed so that a call into another
-/// traced op from inside this one (the runtime calling itself) keeps both.
+/// One outstanding call per (thread, source, op), so that a traced call made
+/// from inside another (the runtime calling itself) keeps both.
 #[repr(C)]
 #[derive(Clone, Copy)]
 pub struct CallKey {
     pub pid_tgid: u64,
-    pub op: u64,
+    pub source_op: u64,
+}
+
+const fn call_key(pid_tgid: u64, source: u8, op: u8) -> CallKey {
+    CallKey { pid_tgid, source_op: ((source as u64) << 8) | op as u64 }
 }
 
 /// What the entry probe saw, kept until the matching return.
@@ -53,6 +58,58 @@ static EVENTS: RingBuf = RingBuf::with_byte_size(8 << 20, 0);
 #[map]
 static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(counter::COUNT, 0);
 
+/// The device each thread last selected (cudaSetDevice is per thread); LRU so
+/// threads that exit without a trace of it age out.
+#[map]
+static THREAD_DEVICE: LruHashMap<u64, u32> = LruHashMap::with_max_entries(16384, 0);
+
+/// Records the device the calling thread now uses.
+#[inline(always)]
+pub fn set_thread_device(device: u32) {
+    let _ = THREAD_DEVICE.insert(bpf_get_current_pid_tgid(), device, 0);
+}
+
+/// The `n`th machine-word argument of the probed function (0-based), from its
+/// register or, past the registers, from the caller's stack; 0 if unreadable.
+#[inline(always)]
+pub fn arg(ctx: &ProbeContext, n: usize) -> u64 {
+    #[cfg(bpf_target_arch = "x86_64")]
+    const IN_REGISTERS: usize = 6;
+    #[cfg(not(bpf_target_arch = "x86_64"))]
+    const IN_REGISTERS: usize = 8;
+    if n < IN_REGISTERS {
+        return ctx.arg::<u64>(n).unwrap_or(0);
+    }
+    stack_arg(ctx, n - IN_REGISTERS)
+}
+
+/// The `i`th argument word passed on the stack, read at function entry.
+#[inline(always)]
+fn stack_arg(ctx: &ProbeContext, i: usize) -> u64 {
+    // SAFETY: `regs` is the probe's own register snapshot.
+    #[cfg(bpf_target_arch = "x86_64")]
+    let slot = unsafe { (*ctx.regs).rsp } + 8 * (i as u64 + 1); // past the return address
+    #[cfg(bpf_target_arch = "aarch64")]
+    let slot = unsafe { (*ctx.regs).sp } + 8 * i as u64;
+    #[cfg(not(any(bpf_target_arch = "x86_64", bpf_target_arch = "aarch64")))]
+    let slot = {
+        let _ = (ctx, i);
+        return 0;
+    };
+    // SAFETY: reading the traced thread's own stack; a fault yields 0.
+    unsafe { bpf_probe_read_user(slot as *const u64) }.unwrap_or(0)
+}
+
+/// Reads the pointer-sized value a call stored through its out-parameter.
+#[inline(always)]
+pub fn read_out_param(entry: &CallEntry) -> u64 {
+    if entry.out_ptr == 0 {
+        return 0;
+    }
+    // SAFETY: reads the caller's out-parameter; a fault yields 0.
+    unsafe { bpf_probe_read_user(entry.out_ptr as *const u64) }.unwrap_or(0)
+}
+
 fn bump(index: u32) {
     if let Some(slot) = COUNTERS.get_ptr_mut(index) {
         // SAFETY: per-CPU slot, and eBPF programs do not migrate mid-run.
@@ -74,33 +131,22 @@ fn is_target(pid: u32) -> bool {
 
 /// Remembers a call's entry if its process is traced.
 #[inline(always)]
-pub fn enter(op: u8, arg0: u64, arg1: u64, out_ptr: u64) {
+pub fn enter(source: u8, op: u8, arg0: u64, arg1: u64, out_ptr: u64) {
     let pid_tgid = bpf_get_current_pid_tgid();
     if !is_target((pid_tgid >> 32) as u32) {
         return;
     }
-    let key = CallKey {
-        pid_tgid,
-        op: op.into(),
-    };
-    let entry = CallEntry {
-        timestamp_ns: now_ns(),
-        arg0,
-        arg1,
-        out_ptr,
-    };
+    let key = call_key(pid_tgid, source, op);
+    let entry = CallEntry { timestamp_ns: now_ns(), arg0, arg1, out_ptr };
     // A full map loses this call; the return probe counts it as unpaired.
     let _ = CALLS.insert(key, entry, 0);
 }
 
 /// Takes the entry of the call now returning on this thread.
 #[inline(always)]
-pub fn take_entry(op: u8) -> Option<(u64, CallEntry)> {
+pub fn take_entry(source: u8, op: u8) -> Option<(u64, CallEntry)> {
     let pid_tgid = bpf_get_current_pid_tgid();
-    let key = CallKey {
-        pid_tgid,
-        op: op.into(),
-    };
+    let key = call_key(pid_tgid, source, op);
     // SAFETY: the value is copied out before the entry is removed.
     let entry = match unsafe { CALLS.get(key) } {
         Some(entry) => *entry,
@@ -115,9 +161,31 @@ pub fn take_entry(op: u8) -> Option<(u64, CallEntry)> {
     Some((pid_tgid, entry))
 }
 
+/// Reports the call returning now: `arg1` computes the second argument from
+/// (pid_tgid, entry, return code); the first is the one kept at entry.
+#[inline(always)]
+pub fn finish(ctx: &RetProbeContext, source: u8, op: u8, arg1: impl FnOnce(u64, &CallEntry, i32) -> u64) {
+    if let Some((pid_tgid, entry)) = take_entry(source, op) {
+        let ret_code: i32 = ctx.ret();
+        let arg1 = arg1(pid_tgid, &entry, ret_code);
+        emit(source, op, pid_tgid, &entry, arg1, ret_code);
+    }
+}
+
+/// For [`finish`]: the second argument was already known at entry.
+pub fn arg1_from_entry(_: u64, entry: &CallEntry, _: i32) -> u64 {
+    entry.arg1
+}
+
+/// For [`finish`]: the second argument is what the call wrote through its
+/// out-parameter, if it succeeded.
+pub fn arg1_from_out_param(_: u64, entry: &CallEntry, ret_code: i32) -> u64 {
+    if ret_code == 0 { read_out_param(entry) } else { 0 }
+}
+
 /// Writes one paired call to the ring buffer, counting it if there is no room.
 #[inline(always)]
-pub fn emit(source: u8, op: u8, pid_tgid: u64, entry: &CallEntry, arg1: u64, ret_code: i32) {
+fn emit(source: u8, op: u8, pid_tgid: u64, entry: &CallEntry, arg1: u64, ret_code: i32) {
     let now = now_ns();
     let Some(mut slot) = EVENTS.reserve::<CallEvent>(0) else {
         bump(counter::RINGBUF_FULL);
@@ -141,7 +209,40 @@ pub fn emit(source: u8, op: u8, pid_tgid: u64, entry: &CallEntry, arg1: u64, ret
         arg0: entry.arg0,
         arg1,
         ret_code,
-        gpu_id: 0,
+        // SAFETY: the value is copied out at once.
+        gpu_id: unsafe { THREAD_DEVICE.get(pid_tgid) }.copied().unwrap_or(0),
     });
     slot.submit(0);
+}
+
+// Host-side `cargo clippy` builds these crates beside std; only the BPF target
+// needs a panic handler (the verifier proves programs never reach it).
+#[cfg(target_arch = "bpf")]
+#[panic_handler]
+fn panic(_info: &core::panic::PanicInfo) -> ! {
+    loop {}
+}
+
+/// Defines the entry and return programs of one traced call.
+///
+/// `traced_call!(entry_name, return_name, SOURCE, OP, |ctx| (arg0, arg1, out_ptr), arg1_at_return)`:
+/// the entry keeps `arg0`, `arg1` and the user address `out_ptr` (0 for none);
+/// the return reports `arg1_at_return(pid_tgid, &entry, return_code)` as arg1.
+/// User space attaches `return_name` as the uretprobe of `entry_name`'s symbol.
+#[macro_export]
+macro_rules! traced_call {
+    ($entry:ident, $ret:ident, $source:expr, $op:expr,
+     |$ctx:ident| ($arg0:expr, $arg1:expr, $out:expr), $arg1_at_return:expr) => {
+        #[::aya_ebpf::macros::uprobe]
+        pub fn $entry($ctx: ::aya_ebpf::programs::ProbeContext) -> u32 {
+            $crate::enter($source, $op, $arg0, $arg1, $out);
+            0
+        }
+
+        #[::aya_ebpf::macros::uretprobe]
+        pub fn $ret(ctx: ::aya_ebpf::programs::RetProbeContext) -> u32 {
+            $crate::finish(&ctx, $source, $op, $arg1_at_return);
+            0
+        }
+    };
 }

@@ -1,4 +1,5 @@
-"""Finding the CUDA runtime libraries a process has mapped or is about to load."""
+"""Finding the CUDA libraries (runtime libcudart, driver libcuda) a process has
+mapped or is about to load."""
 
 from __future__ import annotations
 
@@ -10,15 +11,24 @@ import sys
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
-RUNTIME_NAME = re.compile(r"^libcudart\.so(\.\d+)*$")
+RUNTIME = "runtime"
+DRIVER = "driver"
+LIBRARY_NAMES = {
+    RUNTIME: re.compile(r"^libcudart\.so(\.\d+)*$"),
+    DRIVER: re.compile(r"^libcuda\.so(\.\d+)*$"),
+}
+# Where the driver is installed outside the dynamic loader's cache.
+DRIVER_DIRS = ["/usr/lib/x86_64-linux-gnu", "/usr/lib/aarch64-linux-gnu", "/usr/lib64", "/usr/lib/wsl/lib"]
 
 
 class DiscoveryError(Exception):
     """A target or library that cannot be traced, worded for the user."""
 
 
-def _is_runtime(path: str) -> bool:
-    return RUNTIME_NAME.match(os.path.basename(path)) is not None
+def library_kind(path: str | Path) -> str | None:
+    """RUNTIME or DRIVER for a CUDA library file name, else None."""
+    name = os.path.basename(str(path))
+    return next((kind for kind, pattern in LIBRARY_NAMES.items() if pattern.match(name)), None)
 
 
 def _unique_files(paths: Iterable[str]) -> list[Path]:
@@ -41,9 +51,9 @@ def process_exists(pid: int) -> bool:
     return pid > 0 and os.path.isdir(f"/proc/{pid}")
 
 
-def mapped_runtime_libraries(pid: int) -> list[Path]:
-    """The libcudart copies mapped by `pid`, as paths through its root (so a
-    containerised process's library resolves from the host)."""
+def mapped_libraries(pid: int) -> dict[str, list[Path]]:
+    """The CUDA libraries mapped by `pid` by kind, as paths through its root (so
+    a containerised process's library resolves from the host)."""
     try:
         with open(f"/proc/{pid}/maps", encoding="utf-8", errors="replace") as maps:
             lines = maps.read().splitlines()
@@ -51,15 +61,17 @@ def mapped_runtime_libraries(pid: int) -> list[Path]:
         raise DiscoveryError(f"no process with pid {pid}") from err
     except PermissionError as err:
         raise DiscoveryError(f"cannot read /proc/{pid}/maps (permission denied)") from err
-    mapped = []
+    mapped: dict[str, list[str]] = {kind: [] for kind in LIBRARY_NAMES}
     for line in lines:
         fields = line.split(maxsplit=5)
-        if len(fields) == 6 and fields[5].startswith("/") and _is_runtime(fields[5]):
-            mapped.append(f"/proc/{pid}/root{fields[5]}")
-    return _unique_files(mapped)
+        if len(fields) == 6 and fields[5].startswith("/"):
+            kind = library_kind(fields[5])
+            if kind:
+                mapped[kind].append(f"/proc/{pid}/root{fields[5]}")
+    return {kind: _unique_files(paths) for kind, paths in mapped.items()}
 
 
-def _ldconfig_paths() -> Iterator[str]:
+def _ldconfig_paths(kind: str) -> Iterator[str]:
     try:
         out = subprocess.run(
             ["ldconfig", "-p"], capture_output=True, text=True, check=False, timeout=10
@@ -69,7 +81,7 @@ def _ldconfig_paths() -> Iterator[str]:
     for line in out.splitlines():
         if "=>" in line:
             path = line.split("=>", 1)[1].strip()
-            if _is_runtime(path):
+            if library_kind(path) == kind:
                 yield path
 
 
@@ -83,21 +95,28 @@ def _search_dirs(env: dict[str, str]) -> Iterator[str]:
         yield os.path.join(site, "nvidia", "cuda_runtime", "lib")
 
 
-def candidate_runtime_libraries(env: dict[str, str] | None = None) -> list[Path]:
-    """libcudart copies a command started with `env` could load, most specific first."""
+def candidate_libraries(env: dict[str, str] | None = None) -> dict[str, list[Path]]:
+    """CUDA library copies a command started with `env` could load, by kind, most
+    specific first."""
     env = dict(os.environ) if env is None else env
-    paths: list[str] = []
-    for directory in _search_dirs(env):
-        paths.extend(sorted(p for p in glob.glob(os.path.join(directory, "libcudart.so*")) if _is_runtime(p)))
-    paths.extend(_ldconfig_paths())
-    return _unique_files(paths)
+    found: dict[str, list[Path]] = {}
+    for kind in LIBRARY_NAMES:
+        paths: list[str] = []
+        dirs = list(_search_dirs(env)) + (DRIVER_DIRS if kind == DRIVER else [])
+        for directory in dirs:
+            matches = glob.glob(os.path.join(directory, "libcuda*.so*"))
+            paths.extend(sorted(p for p in matches if library_kind(p) == kind))
+        paths.extend(_ldconfig_paths(kind))
+        found[kind] = _unique_files(paths)
+    return found
 
 
-def explicit_libraries(paths: Iterable[Path]) -> list[Path]:
-    """`--cuda-lib` paths, checked to exist."""
-    checked = []
+def explicit_libraries(paths: Iterable[Path]) -> dict[str, list[Path]]:
+    """`--cuda-lib` paths by kind (a name that is not libcuda.so* is taken for a
+    runtime), checked to exist."""
+    checked: dict[str, list[str]] = {kind: [] for kind in LIBRARY_NAMES}
     for path in paths:
         if not path.is_file():
             raise DiscoveryError(f"--cuda-lib {path}: no such file")
-        checked.append(path)
-    return _unique_files(str(p) for p in checked)
+        checked[library_kind(path) or RUNTIME].append(str(path))
+    return {kind: _unique_files(p) for kind, p in checked.items()}

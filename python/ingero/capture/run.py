@@ -17,9 +17,9 @@ from types import FrameType
 from ingero import _core
 from ingero.capture.discover import (
     DiscoveryError,
-    candidate_runtime_libraries,
+    candidate_libraries,
     explicit_libraries,
-    mapped_runtime_libraries,
+    mapped_libraries,
     process_exists,
 )
 from ingero.capture.privileges import missing_privileges
@@ -81,30 +81,32 @@ def check_db_path(db: Path) -> None:
         raise TraceError(f"cannot write database {db}: directory {directory} is not writable")
 
 
-def resolve_libraries(request: TraceRequest) -> list[Path]:
-    """The libcudart copies to attach to, or a TraceError saying why there are none."""
+def resolve_libraries(request: TraceRequest) -> list[tuple[str, Path]]:
+    """(kind, path) of each CUDA library to attach to, or a TraceError saying why
+    there are none."""
     try:
         if request.cuda_libs:
-            return explicit_libraries(request.cuda_libs)
-        if request.command:
-            found = candidate_runtime_libraries()
-            if not found:
+            found = explicit_libraries(request.cuda_libs)
+        elif request.command:
+            found = candidate_libraries()
+            if not any(found.values()):
                 raise TraceError(
-                    "no CUDA runtime library (libcudart.so) found for the command; "
+                    "no CUDA library (libcudart.so or libcuda.so) found for the command; "
                     "pass --cuda-lib PATH or set LD_LIBRARY_PATH"
                 )
-            return found
-        libraries: list[Path] = []
-        for pid in request.pids:
-            if not process_exists(pid):
-                raise TraceError(f"no process with pid {pid}")
-            mapped = mapped_runtime_libraries(pid)
-            if not mapped:
-                raise TraceError(f"process {pid} has no CUDA runtime library (libcudart.so) mapped")
-            libraries.extend(mapped)
-        return libraries
+        else:
+            found = {}
+            for pid in request.pids:
+                if not process_exists(pid):
+                    raise TraceError(f"no process with pid {pid}")
+                mapped = mapped_libraries(pid)
+                if not any(mapped.values()):
+                    raise TraceError(f"process {pid} has no CUDA library (libcudart.so or libcuda.so) mapped")
+                for kind, paths in mapped.items():
+                    found.setdefault(kind, []).extend(paths)
     except DiscoveryError as err:
         raise TraceError(str(err)) from err
+    return [(kind, path) for kind, paths in found.items() for path in paths]
 
 
 def _wait_for_command(pid: int, deadline: float | None, tick: Callable[[], None]) -> int | None:
@@ -145,7 +147,7 @@ def run_trace(
 
     try:
         tracer = _core.Tracer()
-        attachments = [tracer.attach(lib) for lib in libraries]
+        attachments = [tracer.attach(path, kind) for kind, path in libraries]
     except _core.IngeroError as err:
         raise TraceError(str(err)) from err
     for attachment in attachments:

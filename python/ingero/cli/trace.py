@@ -58,7 +58,9 @@ def trace(  # noqa: PLR0917 - Typer maps each parameter to an option
     ] = None,
     cuda_lib: Annotated[
         list[Path] | None,
-        typer.Option("--cuda-lib", help="libcudart.so to attach to (repeatable); skips discovery."),
+        typer.Option(
+            "--cuda-lib", help="libcudart.so / libcuda.so to attach to (repeatable); skips discovery."
+        ),
     ] = None,
     node: Annotated[str | None, typer.Option(help="Node name for event ids (default: hostname).")] = None,
 ) -> None:
@@ -83,7 +85,7 @@ def trace(  # noqa: PLR0917 - Typer maps each parameter to an option
 
     def attached(a: _core.Attachment) -> None:
         missing = f" (absent: {', '.join(a['missing'])})" if a["missing"] else ""
-        stderr.print(f"attached {len(a['symbols'])} CUDA runtime probes to {a['library']}{missing}")
+        stderr.print(f"attached {len(a['symbols'])} CUDA {a['kind']} probes to {a['library']}{missing}")
 
     target = f"pid {pid}" if pid else Path(request.command[0]).name if request.command else ""
     status = stderr.status(f"tracing {target}", spinner="dots") if stderr.is_terminal else nullcontext()

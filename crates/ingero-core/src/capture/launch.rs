@@ -50,10 +50,7 @@ fn resolve_program(program: &OsStr) -> Result<PathBuf> {
         if is_executable(candidate) {
             return Ok(candidate.to_path_buf());
         }
-        bail!(
-            "command not found or not executable: {}",
-            candidate.display()
-        );
+        bail!("command not found or not executable: {}", candidate.display());
     }
     let path = std::env::var_os("PATH").unwrap_or_else(|| "/usr/local/bin:/usr/bin:/bin".into());
     std::env::split_paths(&path)
@@ -81,10 +78,7 @@ fn read_retrying(fd: i32, buf: &mut [u8]) -> isize {
 pub fn spawn_gated(argv: &[String]) -> Result<GatedChild> {
     let program = argv.first().ok_or_else(|| anyhow!("no command given"))?;
     let path = cstring(resolve_program(OsStr::new(program))?.as_os_str().as_bytes())?;
-    let args: Vec<CString> = argv
-        .iter()
-        .map(|a| cstring(a.as_bytes()))
-        .collect::<Result<_>>()?;
+    let args: Vec<CString> = argv.iter().map(|a| cstring(a.as_bytes())).collect::<Result<_>>()?;
     let mut arg_ptrs: Vec<*const libc::c_char> = args.iter().map(|a| a.as_ptr()).collect();
     arg_ptrs.push(std::ptr::null());
 
@@ -109,10 +103,7 @@ pub fn spawn_gated(argv: &[String]) -> Result<GatedChild> {
             unsafe { libc::_exit(126) };
         }
         unsafe { libc::execv(path.as_ptr(), arg_ptrs.as_ptr()) };
-        let errno = std::io::Error::last_os_error()
-            .raw_os_error()
-            .unwrap_or(0)
-            .to_ne_bytes();
+        let errno = std::io::Error::last_os_error().raw_os_error().unwrap_or(0).to_ne_bytes();
         unsafe {
             libc::write(status_write.as_raw_fd(), errno.as_ptr().cast(), errno.len());
             libc::_exit(127);
@@ -134,10 +125,7 @@ impl GatedChild {
         // SAFETY: writing one byte from a valid buffer to our pipe.
         let written = unsafe { libc::write(self.gate.as_raw_fd(), [1u8].as_ptr().cast(), 1) };
         if written != 1 {
-            bail!(
-                "cannot start the traced command: {}",
-                std::io::Error::last_os_error()
-            );
+            bail!("cannot start the traced command: {}", std::io::Error::last_os_error());
         }
         drop(self.gate);
         let mut errno = [0u8; 4];
@@ -154,8 +142,7 @@ impl GatedChild {
 /// Waits for `pid` to exit, at most `timeout_ms` (None: forever). Returns the
 /// exit code (128 + signal for a killed child), or None if it is still running.
 pub fn wait(pid: u32, timeout_ms: Option<u64>) -> Result<Option<i32>> {
-    let deadline =
-        timeout_ms.map(|ms| std::time::Instant::now() + std::time::Duration::from_millis(ms));
+    let deadline = timeout_ms.map(|ms| std::time::Instant::now() + std::time::Duration::from_millis(ms));
     loop {
         let mut status = 0;
         let flags = if deadline.is_some() { libc::WNOHANG } else { 0 };
@@ -196,12 +183,7 @@ mod tests {
     fn child_does_not_run_the_command_before_release() {
         let marker = std::env::temp_dir().join(format!("ingero-gate-{}", std::process::id()));
         let _ = std::fs::remove_file(&marker);
-        let child = spawn_gated(&argv(&[
-            "/bin/sh",
-            "-c",
-            &format!("touch {}", marker.display()),
-        ]))
-        .unwrap();
+        let child = spawn_gated(&argv(&["/bin/sh", "-c", &format!("touch {}", marker.display())])).unwrap();
         std::thread::sleep(std::time::Duration::from_millis(200));
         assert!(!marker.exists(), "the command ran before the gate opened");
         let pid = child.release().unwrap();
@@ -212,20 +194,11 @@ mod tests {
 
     #[test]
     fn exit_code_and_signals_are_reported() {
-        let pid = spawn_gated(&argv(&["/bin/sh", "-c", "exit 3"]))
-            .unwrap()
-            .release()
-            .unwrap();
+        let pid = spawn_gated(&argv(&["/bin/sh", "-c", "exit 3"])).unwrap().release().unwrap();
         assert_eq!(wait(pid, None).unwrap(), Some(3));
-        let pid = spawn_gated(&argv(&["/bin/sh", "-c", "kill -9 $$"]))
-            .unwrap()
-            .release()
-            .unwrap();
+        let pid = spawn_gated(&argv(&["/bin/sh", "-c", "kill -9 $$"])).unwrap().release().unwrap();
         assert_eq!(wait(pid, None).unwrap(), Some(128 + 9));
-        let pid = spawn_gated(&argv(&["/bin/sleep", "5"]))
-            .unwrap()
-            .release()
-            .unwrap();
+        let pid = spawn_gated(&argv(&["/bin/sleep", "5"])).unwrap().release().unwrap();
         assert_eq!(wait(pid, Some(50)).unwrap(), None);
         // SAFETY: killing our own child.
         unsafe { libc::kill(pid as i32, libc::SIGKILL) };
@@ -234,17 +207,11 @@ mod tests {
 
     #[test]
     fn missing_or_unexecutable_commands_are_named() {
-        let err = spawn_gated(&argv(&["no-such-command-ingero"]))
-            .err()
-            .unwrap()
-            .to_string();
+        let err = spawn_gated(&argv(&["no-such-command-ingero"])).err().unwrap().to_string();
         assert_eq!(err, "command not found: no-such-command-ingero");
         let plain = std::env::temp_dir().join(format!("ingero-plain-{}", std::process::id()));
         std::fs::write(&plain, b"not a program").unwrap();
-        let err = spawn_gated(&argv(&[plain.to_str().unwrap()]))
-            .err()
-            .unwrap()
-            .to_string();
+        let err = spawn_gated(&argv(&[plain.to_str().unwrap()])).err().unwrap().to_string();
         std::fs::remove_file(&plain).unwrap();
         assert!(err.contains("not executable"), "{err}");
     }

@@ -1,6 +1,8 @@
-//! The embedded eBPF objects and the uprobes they attach to CUDA libraries.
+//! The embedded eBPF objects, one per probe family, and the uprobes each
+//! attaches to its CUDA library.
 
-use std::{io, path::Path};
+use std::io;
+use std::path::Path;
 
 use anyhow::{Context as _, Result, anyhow, bail};
 use aya::{
@@ -9,33 +11,100 @@ use aya::{
     programs::{UProbe, uprobe::UProbeScope},
 };
 
-/// The CUDA runtime family, built from `crates/ingero-ebpf/src/bin/cuda.rs`.
-static CUDA_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/ingero-cuda"));
-
-/// Runtime API symbols and the entry program for each; the return program is
-/// the same name with `_ret`.
-const RUNTIME_PROBES: &[(&str, &str)] = &[
-    ("cudaMalloc", "cuda_malloc"),
-    ("cudaMallocManaged", "cuda_malloc_managed"),
-    ("cudaFree", "cuda_free"),
-    ("cudaLaunchKernel", "cuda_launch_kernel"),
-    ("cudaMemcpy", "cuda_memcpy"),
-    ("cudaMemcpyAsync", "cuda_memcpy_async"),
-    ("cudaStreamSynchronize", "cuda_stream_synchronize"),
-    ("cudaDeviceSynchronize", "cuda_device_synchronize"),
-];
-
-/// The loaded CUDA runtime programs and the maps user space works with.
-pub struct CudaProbes {
-    ebpf: Ebpf,
+/// The library a family of probes attaches to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Library {
+    /// libcudart: the runtime API and CUDA Graphs.
+    Runtime,
+    /// libcuda: the driver API.
+    Driver,
 }
 
-/// What attaching to one library achieved.
+impl Library {
+    pub const ALL: [Library; 2] = [Library::Runtime, Library::Driver];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Library::Runtime => "runtime",
+            Library::Driver => "driver",
+        }
+    }
+
+    /// The object built from `crates/ingero-ebpf/src/bin/*.rs`.
+    fn object(self) -> &'static [u8] {
+        static CUDA: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/ingero-cuda"));
+        static DRIVER: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/ingero-driver"));
+        match self {
+            Library::Runtime => CUDA,
+            Library::Driver => DRIVER,
+        }
+    }
+
+    fn probes(self) -> &'static [Probe] {
+        match self {
+            Library::Runtime => RUNTIME_PROBES,
+            Library::Driver => DRIVER_PROBES,
+        }
+    }
+}
+
+/// One traced function: every exported variant found is attached (the
+/// per-thread-stream `_ptsz` entry points and the driver's versioned `_v2`
+/// symbols are separate functions a program may call). The return program is
+/// the entry program's name with `_ret`.
+struct Probe {
+    symbols: &'static [&'static str],
+    program: &'static str,
+}
+
+const fn probe(symbols: &'static [&'static str], program: &'static str) -> Probe {
+    Probe { symbols, program }
+}
+
+const RUNTIME_PROBES: &[Probe] = &[
+    probe(&["cudaMalloc"], "cuda_malloc"),
+    probe(&["cudaMallocManaged"], "cuda_malloc_managed"),
+    probe(&["cudaFree"], "cuda_free"),
+    probe(&["cudaLaunchKernel", "cudaLaunchKernel_ptsz"], "cuda_launch_kernel"),
+    probe(&["cudaMemcpy", "cudaMemcpy_ptds"], "cuda_memcpy"),
+    probe(&["cudaMemcpyAsync", "cudaMemcpyAsync_ptsz"], "cuda_memcpy_async"),
+    probe(&["cudaMemcpy2D", "cudaMemcpy2D_ptds"], "cuda_memcpy_2d"),
+    probe(&["cudaMemcpy2DAsync", "cudaMemcpy2DAsync_ptsz"], "cuda_memcpy_2d_async"),
+    probe(&["cudaMemcpyPeer"], "cuda_memcpy_peer"),
+    probe(&["cudaMemcpyPeerAsync"], "cuda_memcpy_peer_async"),
+    probe(&["cudaStreamSynchronize", "cudaStreamSynchronize_ptsz"], "cuda_stream_synchronize"),
+    probe(&["cudaDeviceSynchronize"], "cuda_device_synchronize"),
+    probe(&["cudaStreamBeginCapture", "cudaStreamBeginCapture_ptsz"], "cuda_stream_begin_capture"),
+    probe(&["cudaStreamEndCapture", "cudaStreamEndCapture_ptsz"], "cuda_stream_end_capture"),
+    probe(&["cudaGraphInstantiate"], "cuda_graph_instantiate"),
+    probe(&["cudaGraphLaunch", "cudaGraphLaunch_ptsz"], "cuda_graph_launch"),
+    probe(&["cudaSetDevice"], "cuda_set_device"),
+];
+
+const DRIVER_PROBES: &[Probe] = &[
+    probe(&["cuLaunchKernel", "cuLaunchKernel_ptsz"], "cu_launch_kernel"),
+    probe(&["cuMemcpy", "cuMemcpy_ptds"], "cu_memcpy"),
+    probe(&["cuMemcpyAsync", "cuMemcpyAsync_ptsz"], "cu_memcpy_async"),
+    probe(&["cuCtxSynchronize"], "cu_ctx_synchronize"),
+    probe(&["cuMemAlloc", "cuMemAlloc_v2"], "cu_mem_alloc"),
+    probe(&["cuMemAllocManaged"], "cu_mem_alloc_managed"),
+];
+
+/// What attaching to one library file achieved.
 #[derive(Debug, Clone)]
 pub struct Attachment {
     pub library: String,
+    pub kind: Library,
+    /// Every symbol a probe pair now sits on.
     pub symbols: Vec<&'static str>,
+    /// Traced functions with no variant in this file.
     pub missing: Vec<&'static str>,
+}
+
+/// One loaded probe family: its programs, and the maps user space works with.
+pub struct ProbeFamily {
+    pub library: Library,
+    ebpf: Ebpf,
 }
 
 fn permission_hint(err: &(dyn std::error::Error + 'static)) -> bool {
@@ -54,19 +123,17 @@ fn permission_hint(err: &(dyn std::error::Error + 'static)) -> bool {
 fn raise_memlock_limit() {
     // Kernels before 5.11 charge BPF maps to RLIMIT_MEMLOCK; later ones use the
     // memory cgroup, where this is a harmless no-op.
-    let unlimited = libc::rlimit {
-        rlim_cur: libc::RLIM_INFINITY,
-        rlim_max: libc::RLIM_INFINITY,
-    };
+    let unlimited = libc::rlimit { rlim_cur: libc::RLIM_INFINITY, rlim_max: libc::RLIM_INFINITY };
     // SAFETY: a valid rlimit struct; failure leaves the limit as it was.
     unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &unlimited) };
 }
 
-impl CudaProbes {
-    /// Loads the programs into the kernel. `trace_all` records every process
-    /// that calls a traced library instead of only the target pids.
-    pub fn load(trace_all: bool, ringbuf_bytes: u32) -> Result<Self> {
-        if CUDA_OBJECT.is_empty() {
+impl ProbeFamily {
+    /// Loads the family's programs into the kernel. `trace_all` records every
+    /// process that calls a traced library instead of only the target pids.
+    pub fn load(library: Library, trace_all: bool, ringbuf_bytes: u32) -> Result<Self> {
+        let object = library.object();
+        if object.is_empty() {
             bail!("this build of ingero has no eBPF programs embedded (built with AYA_BUILD_SKIP)");
         }
         raise_memlock_limit();
@@ -74,88 +141,84 @@ impl CudaProbes {
         let mut ebpf = EbpfLoader::new()
             .override_global("TRACE_ALL", &trace_all, true)
             .map_max_entries("EVENTS", ringbuf_bytes)
-            .load(CUDA_OBJECT)
+            .load(object)
             .map_err(|err| {
                 if permission_hint(&err) {
                     anyhow!("loading eBPF programs needs root (or CAP_BPF and CAP_PERFMON): {err}")
                 } else {
-                    anyhow!("cannot load the eBPF programs: {err}")
+                    anyhow!("cannot load the {} eBPF programs: {err}", library.name())
                 }
             })?;
-        for (_, program) in RUNTIME_PROBES {
-            for name in [program.to_string(), format!("{program}_ret")] {
-                let probe: &mut UProbe = ebpf
-                    .program_mut(&name)
-                    .ok_or_else(|| anyhow!("eBPF object lacks program {name}"))?
-                    .try_into()?;
-                probe
+        for probe in library.probes() {
+            for name in [probe.program.to_owned(), format!("{}_ret", probe.program)] {
+                uprobe(&mut ebpf, &name)?
                     .load()
                     .with_context(|| format!("the kernel rejected program {name}"))?;
             }
         }
-        Ok(Self { ebpf })
+        Ok(Self { library, ebpf })
     }
 
-    /// Attaches every runtime probe whose symbol `library` exports. A library
-    /// without any of them is an error; a few missing symbols are not.
-    pub fn attach(&mut self, library: &Path) -> Result<Attachment> {
+    /// Attaches every probe whose symbol `path` exports. A file with none of
+    /// them is an error; a few missing symbols are not.
+    pub fn attach(&mut self, path: &Path) -> Result<Attachment> {
         let mut attachment = Attachment {
-            library: library.display().to_string(),
+            library: path.display().to_string(),
+            kind: self.library,
             symbols: Vec::new(),
             missing: Vec::new(),
         };
-        for &(symbol, program) in RUNTIME_PROBES {
-            let mut attached = true;
-            for name in [program.to_string(), format!("{program}_ret")] {
-                let probe: &mut UProbe = self
-                    .ebpf
-                    .program_mut(&name)
-                    .ok_or_else(|| anyhow!("eBPF object lacks program {name}"))?
-                    .try_into()?;
-                if probe
-                    .attach(symbol, library, UProbeScope::AllProcesses)
-                    .is_err()
-                {
-                    attached = false;
-                    break;
+        for probe in self.library.probes() {
+            let mut found = false;
+            for &symbol in probe.symbols {
+                if attach_pair(&mut self.ebpf, probe.program, symbol, path).is_ok() {
+                    attachment.symbols.push(symbol);
+                    found = true;
                 }
             }
-            if attached {
-                attachment.symbols.push(symbol);
-            } else {
-                attachment.missing.push(symbol);
+            if !found {
+                attachment.missing.push(probe.symbols[0]);
             }
         }
         if attachment.symbols.is_empty() {
             bail!(
-                "{} exports none of the CUDA runtime functions ingero traces",
-                library.display()
+                "{} exports none of the CUDA {} functions ingero traces",
+                path.display(),
+                self.library.name()
             );
         }
         Ok(attachment)
     }
 
     pub fn take_targets(&mut self) -> Result<HashMap<MapData, u32, u8>> {
-        let map = self
-            .ebpf
-            .take_map("TARGET_PIDS")
-            .ok_or_else(|| anyhow!("eBPF object lacks TARGET_PIDS"))?;
-        Ok(HashMap::try_from(map)?)
+        Ok(HashMap::try_from(self.take_map("TARGET_PIDS")?)?)
     }
 
     pub fn take_events(&mut self) -> Result<RingBuf<MapData>> {
-        let map = self
-            .ebpf
-            .take_map("EVENTS")
-            .ok_or_else(|| anyhow!("eBPF object lacks EVENTS"))?;
-        Ok(RingBuf::try_from(map)?)
+        Ok(RingBuf::try_from(self.take_map("EVENTS")?)?)
     }
 
     pub fn take_counters(&mut self) -> Result<PerCpuArray<MapData, u64>> {
-        let map = self
-            .ebpf
-            .take_map("COUNTERS")
-            .ok_or_else(|| anyhow!("eBPF object lacks COUNTERS"))?;
-        Ok(PerCpuArray::try_from(map)?)
+        Ok(PerCpuArray::try_from(self.take_map("COUNTERS")?)?)
     }
+
+    fn take_map(&mut self, name: &str) -> Result<aya::maps::Map> {
+        self.ebpf.take_map(name).ok_or_else(|| anyhow!("eBPF object lacks map {name}"))
+    }
+}
+
+fn uprobe<'a>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut UProbe> {
+    Ok(ebpf.program_mut(name).ok_or_else(|| anyhow!("eBPF object lacks program {name}"))?.try_into()?)
+}
+
+/// Attaches the entry and return programs of `program` to `symbol` in `path`.
+fn attach_pair(ebpf: &mut Ebpf, program: &str, symbol: &str, path: &Path) -> Result<()> {
+    let entry = uprobe(ebpf, program)?.attach(symbol, path, UProbeScope::AllProcesses)?;
+    let ret = uprobe(ebpf, &format!("{program}_ret"))?.attach(symbol, path, UProbeScope::AllProcesses);
+    if let Err(err) = ret {
+        // An entry without its return would only fill the pairing map.
+        uprobe(ebpf, program)?.detach(entry)?;
+        return Err(err.into());
+    }
+    Ok(())
 }

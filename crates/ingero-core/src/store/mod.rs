@@ -22,37 +22,19 @@ const SCHEMA: &str = include_str!("schema.sql");
 const SCHEMA_NOTES: &[(&str, &str)] = &[
     ("version", "0.10"),
     ("writer", concat!("ingero-rs ", env!("CARGO_PKG_VERSION"))),
-    (
-        "timestamp_unit",
-        "nanoseconds (Unix epoch); for traced calls, the time the call was entered",
-    ),
+    ("timestamp_unit", "nanoseconds (Unix epoch); for traced calls, the time the call was entered"),
     ("duration_unit", "nanoseconds"),
-    (
-        "arg0_note",
-        "Operation-specific; see the ops table and `ingero schema` for each op's meaning",
-    ),
-    (
-        "arg1_note",
-        "Operation-specific; see the ops table and `ingero schema` for each op's meaning",
-    ),
-    (
-        "ret_code_note",
-        "The call's return value (cudaError_t / CUresult, 0 = success). Host events: 0.",
-    ),
-    (
-        "id_note",
-        "events.id is '{node}:{seq}', unique across merged node databases",
-    ),
+    ("arg0_note", "Operation-specific; see the ops table and `ingero schema` for each op's meaning"),
+    ("arg1_note", "Operation-specific; see the ops table and `ingero schema` for each op's meaning"),
+    ("ret_code_note", "The call's return value (cudaError_t / CUresult, 0 = success). Host events: 0."),
+    ("id_note", "events.id is '{node}:{seq}', unique across merged node databases"),
     (
         "example_query",
         "SELECT e.id, s.name AS source, o.name AS op, e.duration/1000 AS dur_us, e.pid FROM events e \
          JOIN sources s ON e.source = s.id JOIN ops o ON e.source = o.source_id AND e.op = o.op_id \
          ORDER BY e.timestamp DESC LIMIT 20",
     ),
-    (
-        "sessions_note",
-        "One row per 'ingero trace' invocation. Correlate with events via time range.",
-    ),
+    ("sessions_note", "One row per 'ingero trace' invocation. Correlate with events via time range."),
     (
         "process_names_note",
         "PID-to-name mapping populated during trace. JOIN with events.pid for query enrichment.",
@@ -69,9 +51,7 @@ pub fn open_for_write(path: &Path) -> Result<Connection> {
     }
     let conn = Connection::open_with_flags(
         path,
-        OpenFlags::SQLITE_OPEN_READ_WRITE
-            | OpenFlags::SQLITE_OPEN_CREATE
-            | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
     )
     .with_context(|| format!("cannot open database {}", path.display()))?;
     conn.busy_timeout(std::time::Duration::from_secs(5))?;
@@ -93,8 +73,7 @@ pub fn open_for_write(path: &Path) -> Result<Connection> {
     // WAL + NORMAL: a committed batch survives a crash of ingero; only a power
     // loss can take back the last transactions.
     conn.execute_batch("PRAGMA synchronous=NORMAL;")?;
-    apply_schema(&conn)
-        .with_context(|| format!("cannot write the schema to {}", path.display()))?;
+    apply_schema(&conn).with_context(|| format!("cannot write the schema to {}", path.display()))?;
     Ok(conn)
 }
 
@@ -102,9 +81,8 @@ fn apply_schema(conn: &Connection) -> Result<()> {
     let tx = conn.unchecked_transaction()?;
     tx.execute_batch(SCHEMA)?;
     {
-        let mut source = tx.prepare(
-            "INSERT OR REPLACE INTO sources (id, name, description) VALUES (?1, ?2, ?3)",
-        )?;
+        let mut source =
+            tx.prepare("INSERT OR REPLACE INTO sources (id, name, description) VALUES (?1, ?2, ?3)")?;
         for s in SOURCES {
             source.execute(params![s.id, s.name, s.description])?;
         }
@@ -114,8 +92,7 @@ fn apply_schema(conn: &Connection) -> Result<()> {
         for o in OPS {
             op.execute(params![o.source, o.id, o.name, o.description])?;
         }
-        let mut note =
-            tx.prepare("INSERT OR REPLACE INTO schema_info (key, value) VALUES (?1, ?2)")?;
+        let mut note = tx.prepare("INSERT OR REPLACE INTO schema_info (key, value) VALUES (?1, ?2)")?;
         for (key, value) in SCHEMA_NOTES {
             note.execute(params![key, value])?;
         }
@@ -152,30 +129,17 @@ mod tests {
     fn new_database_has_the_schema_and_every_code() {
         let path = temp_db("schema");
         let conn = open_for_write(&path).unwrap();
-        let version: i64 = conn
-            .query_row("PRAGMA user_version", [], |r| r.get(0))
-            .unwrap();
+        let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0)).unwrap();
         assert_eq!(version, USER_VERSION);
-        let ops: i64 = conn
-            .query_row("SELECT COUNT(*) FROM ops", [], |r| r.get(0))
-            .unwrap();
+        let ops: i64 = conn.query_row("SELECT COUNT(*) FROM ops", [], |r| r.get(0)).unwrap();
         assert_eq!(ops as usize, OPS.len());
         let graph: String = conn
-            .query_row(
-                "SELECT name FROM ops WHERE source_id = 8 AND op_id = 4",
-                [],
-                |r| r.get(0),
-            )
+            .query_row("SELECT name FROM ops WHERE source_id = 8 AND op_id = 4", [], |r| r.get(0))
             .unwrap();
         assert_eq!(graph, "graphLaunch");
-        for table in [
-            "events",
-            "stack_traces",
-            "causal_chains",
-            "system_snapshots",
-            "sessions",
-            "event_aggregates_5s",
-        ] {
+        for table in
+            ["events", "stack_traces", "causal_chains", "system_snapshots", "sessions", "event_aggregates_5s"]
+        {
             let n: i64 = conn
                 .query_row(
                     "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name = ?1",
@@ -205,10 +169,7 @@ mod tests {
     #[test]
     fn newer_database_is_refused_untouched() {
         let path = temp_db("newer");
-        Connection::open(&path)
-            .unwrap()
-            .execute_batch("PRAGMA user_version = 99;")
-            .unwrap();
+        Connection::open(&path).unwrap().execute_batch("PRAGMA user_version = 99;").unwrap();
         let before = std::fs::read(&path).unwrap();
         let err = open_for_write(&path).unwrap_err().to_string();
         assert!(err.contains("newer ingero"), "{err}");
@@ -218,11 +179,8 @@ mod tests {
     #[test]
     fn file_that_is_not_a_database_is_refused_untouched() {
         let path = temp_db("garbage");
-        std::fs::write(
-            &path,
-            b"this is not sqlite, just text that is long enough to have a header.....",
-        )
-        .unwrap();
+        std::fs::write(&path, b"this is not sqlite, just text that is long enough to have a header.....")
+            .unwrap();
         let before = std::fs::read(&path).unwrap();
         assert!(open_for_write(&path).is_err());
         assert_eq!(std::fs::read(&path).unwrap(), before);
@@ -230,12 +188,7 @@ mod tests {
 
     #[test]
     fn missing_directory_is_named() {
-        let err = open_for_write(Path::new("/nonexistent-ingero-dir/t.db"))
-            .unwrap_err()
-            .to_string();
-        assert!(
-            err.contains("/nonexistent-ingero-dir does not exist"),
-            "{err}"
-        );
+        let err = open_for_write(Path::new("/nonexistent-ingero-dir/t.db")).unwrap_err().to_string();
+        assert!(err.contains("/nonexistent-ingero-dir does not exist"), "{err}");
     }
 }

@@ -17,19 +17,11 @@ pub struct SessionInfo {
 fn first_line_with(path: &str, prefix: &str) -> Option<String> {
     let text = std::fs::read_to_string(path).ok()?;
     let line = text.lines().find(|l| l.starts_with(prefix))?;
-    Some(
-        line.split_once([':', '='])
-            .map_or("", |(_, v)| v)
-            .trim()
-            .trim_matches('"')
-            .to_owned(),
-    )
+    Some(line.split_once([':', '=']).map_or("", |(_, v)| v).trim().trim_matches('"').to_owned())
 }
 
 fn kernel_release() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/osrelease")
-        .map(|s| s.trim().to_owned())
-        .unwrap_or_default()
+    std::fs::read_to_string("/proc/sys/kernel/osrelease").map(|s| s.trim().to_owned()).unwrap_or_default()
 }
 
 /// Inserts the session row and returns its id.
@@ -63,9 +55,6 @@ pub fn begin(conn: &Connection, info: &SessionInfo) -> Result<i64> {
 
 /// Marks the session stopped.
 pub fn end(conn: &Connection, id: i64, stopped_at_ns: i64) -> Result<()> {
-    conn.execute(
-        "UPDATE sessions SET stopped_at = ?2 WHERE id = ?1",
-        params![id, stopped_at_ns],
-    )?;
+    conn.execute("UPDATE sessions SET stopped_at = ?2 WHERE id = ?1", params![id, stopped_at_ns])?;
     Ok(())
 }

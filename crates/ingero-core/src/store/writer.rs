@@ -78,11 +78,7 @@ impl Writer {
             .name("ingero-writer".into())
             .spawn(move || write_loop(conn, node, next_seq, session_id, receiver, &thread_stats))
             .context("cannot start the writer thread")?;
-        Ok(Self {
-            sender: Some(sender),
-            thread: Some(thread),
-            stats,
-        })
+        Ok(Self { sender: Some(sender), thread: Some(thread), stats })
     }
 
     pub fn stats(&self) -> Arc<WriterStats> {
@@ -91,13 +87,8 @@ impl Writer {
 
     /// Queues a batch, waiting while the writer is `QUEUE_DEPTH` batches behind.
     pub fn send(&self, batch: Vec<EventRow>) -> Result<()> {
-        let sender = self
-            .sender
-            .as_ref()
-            .ok_or_else(|| anyhow!("writer already finished"))?;
-        sender
-            .send(batch)
-            .map_err(|_| anyhow!("the writer thread stopped"))
+        let sender = self.sender.as_ref().ok_or_else(|| anyhow!("writer already finished"))?;
+        sender.send(batch).map_err(|_| anyhow!("the writer thread stopped"))
     }
 
     /// Writes everything queued, then closes the database.
@@ -124,14 +115,10 @@ fn write_loop(
         match write_batch(&mut conn, &node, next_seq, &batch, &mut named_pids) {
             Ok(()) => {
                 next_seq += batch.len() as u64;
-                stats
-                    .stored
-                    .fetch_add(batch.len() as u64, Ordering::Relaxed);
+                stats.stored.fetch_add(batch.len() as u64, Ordering::Relaxed);
             }
             Err(err) => {
-                stats
-                    .failed
-                    .fetch_add(batch.len() as u64, Ordering::Relaxed);
+                stats.failed.fetch_add(batch.len() as u64, Ordering::Relaxed);
                 let mut first = stats.first_error.lock().unwrap_or_else(|e| e.into_inner());
                 first.get_or_insert_with(|| format!("{err:#}"));
             }

@@ -1,16 +1,19 @@
-//! Uprobes on the CUDA runtime API (libcudart): each call's entry is paired with
-//! its return on the same thread and reported as one `CallEvent`.
+//! Uprobes on the CUDA runtime library (libcudart): the runtime API and the
+//! CUDA Graph lifecycle. Each call's entry is paired with its return on the
+//! same thread and reported as one `CallEvent`.
 #![no_std]
 #![no_main]
 
 use aya_ebpf::{
-    helpers::bpf_probe_read_user,
     macros::{map, uprobe, uretprobe},
     maps::HashMap,
     programs::{ProbeContext, RetProbeContext},
 };
-use ingero_common::codes::{cuda_op, source};
-use ingero_ebpf::{CallEntry, emit, enter, take_entry};
+use ingero_common::codes::{cuda_op, graph_op, source};
+use ingero_ebpf::{
+    CallEntry, arg, arg1_from_entry, arg1_from_out_param, enter, read_out_param, set_thread_device,
+    take_entry, traced_call,
+};
 
 /// Device allocations still live, so `cudaFree` can report the bytes it gives back.
 #[repr(C)]
@@ -23,183 +26,192 @@ struct AllocKey {
 #[map]
 static ALLOC_SIZES: HashMap<AllocKey, u64> = HashMap::with_max_entries(65536, 0);
 
-fn arg(ctx: &ProbeContext, n: usize) -> u64 {
-    ctx.arg::<u64>(n).unwrap_or(0)
-}
-
-/// `cudaLaunchKernel`'s stream: the seventh machine word of its arguments
-/// (the two `dim3` structs take two registers each), which the x86-64 ABI
-/// passes on the stack and arm64 in x7.
-fn launch_stream(ctx: &ProbeContext) -> u64 {
-    #[cfg(bpf_target_arch = "x86_64")]
-    {
-        // SAFETY: reading the traced thread's own stack; a fault yields 0.
-        let sp = unsafe { (*ctx.regs).rsp };
-        unsafe { bpf_probe_read_user((sp + 16) as *const u64) }.unwrap_or(0)
-    }
-    #[cfg(bpf_target_arch = "aarch64")]
-    {
-        arg(ctx, 7)
-    }
-    #[cfg(not(any(bpf_target_arch = "x86_64", bpf_target_arch = "aarch64")))]
-    {
-        let _ = ctx;
-        0
-    }
-}
-
-/// Emits the call returning now; `arg1` computes the second argument from the entry.
-#[inline(always)]
-fn finish(ctx: &RetProbeContext, op: u8, arg1: impl FnOnce(u64, &CallEntry, i32) -> u64) {
-    if let Some((pid_tgid, entry)) = take_entry(op) {
-        let ret_code: i32 = ctx.ret();
-        let arg1 = arg1(pid_tgid, &entry, ret_code);
-        emit(source::CUDA, op, pid_tgid, &entry, arg1, ret_code);
-    }
-}
-
-fn keep_arg1(_: u64, entry: &CallEntry, _: i32) -> u64 {
-    entry.arg1
-}
-
 /// Reads the device pointer an allocation stored through its out-parameter,
 /// remembering its size for the matching free.
 fn allocated_pointer(pid_tgid: u64, entry: &CallEntry, ret_code: i32) -> u64 {
-    if ret_code != 0 || entry.out_ptr == 0 {
+    if ret_code != 0 {
         return 0;
     }
-    // SAFETY: reads the caller's out-parameter; a fault yields 0.
-    let dev_ptr = unsafe { bpf_probe_read_user(entry.out_ptr as *const u64) }.unwrap_or(0);
+    let dev_ptr = read_out_param(entry);
     if dev_ptr != 0 {
-        let key = AllocKey {
-            pid: pid_tgid >> 32,
-            dev_ptr,
-        };
+        let key = AllocKey { pid: pid_tgid >> 32, dev_ptr };
         let _ = ALLOC_SIZES.insert(key, entry.arg0, 0);
     }
     dev_ptr
 }
 
+/// The bytes a successful free gave back (0 if the allocation was not seen).
+fn freed_bytes(pid_tgid: u64, entry: &CallEntry, ret_code: i32) -> u64 {
+    let key = AllocKey { pid: pid_tgid >> 32, dev_ptr: entry.arg0 };
+    // SAFETY: the value is copied before the entry is removed.
+    let bytes = unsafe { ALLOC_SIZES.get(key) }.copied().unwrap_or(0);
+    if ret_code == 0 && bytes != 0 {
+        let _ = ALLOC_SIZES.remove(key);
+    }
+    bytes
+}
+
+// cudaMalloc(void **devPtr, size_t size)
+traced_call!(
+    cuda_malloc,
+    cuda_malloc_ret,
+    source::CUDA,
+    cuda_op::MALLOC,
+    |ctx| (arg(&ctx, 1), 0, arg(&ctx, 0)),
+    allocated_pointer
+);
+// cudaMallocManaged(void **devPtr, size_t size, unsigned int flags)
+traced_call!(
+    cuda_malloc_managed,
+    cuda_malloc_managed_ret,
+    source::CUDA,
+    cuda_op::MALLOC_MANAGED,
+    |ctx| (arg(&ctx, 1), 0, arg(&ctx, 0)),
+    allocated_pointer
+);
+// cudaFree(void *devPtr)
+traced_call!(cuda_free, cuda_free_ret, source::CUDA, cuda_op::FREE, |ctx| (arg(&ctx, 0), 0, 0), freed_bytes);
+// cudaLaunchKernel(const void *func, dim3 grid, dim3 block, void **args, size_t sharedMem,
+// cudaStream_t stream): each dim3 takes two argument words, so the stream is word 7.
+traced_call!(
+    cuda_launch_kernel,
+    cuda_launch_kernel_ret,
+    source::CUDA,
+    cuda_op::LAUNCH_KERNEL,
+    |ctx| (arg(&ctx, 0), arg(&ctx, 7), 0),
+    arg1_from_entry
+);
+// cudaMemcpy(void *dst, const void *src, size_t count, cudaMemcpyKind kind)
+traced_call!(
+    cuda_memcpy,
+    cuda_memcpy_ret,
+    source::CUDA,
+    cuda_op::MEMCPY,
+    |ctx| (arg(&ctx, 2), arg(&ctx, 3), 0),
+    arg1_from_entry
+);
+// cudaMemcpyAsync(void *dst, const void *src, size_t count, cudaMemcpyKind kind, cudaStream_t)
+traced_call!(
+    cuda_memcpy_async,
+    cuda_memcpy_async_ret,
+    source::CUDA,
+    cuda_op::MEMCPY_ASYNC,
+    |ctx| (arg(&ctx, 2), arg(&ctx, 3), 0),
+    arg1_from_entry
+);
+// cudaMemcpy2D(void *dst, size_t dpitch, const void *src, size_t spitch, size_t width,
+// size_t height, cudaMemcpyKind kind)
+traced_call!(
+    cuda_memcpy_2d,
+    cuda_memcpy_2d_ret,
+    source::CUDA,
+    cuda_op::MEMCPY_2D,
+    |ctx| (arg(&ctx, 4).wrapping_mul(arg(&ctx, 5)), arg(&ctx, 6), 0),
+    arg1_from_entry
+);
+// cudaMemcpy2DAsync(..., cudaMemcpyKind kind, cudaStream_t stream)
+traced_call!(
+    cuda_memcpy_2d_async,
+    cuda_memcpy_2d_async_ret,
+    source::CUDA,
+    cuda_op::MEMCPY_2D_ASYNC,
+    |ctx| (arg(&ctx, 4).wrapping_mul(arg(&ctx, 5)), arg(&ctx, 6), 0),
+    arg1_from_entry
+);
+// cudaMemcpyPeer(void *dst, int dstDevice, const void *src, int srcDevice, size_t count)
+traced_call!(
+    cuda_memcpy_peer,
+    cuda_memcpy_peer_ret,
+    source::CUDA,
+    cuda_op::MEMCPY_PEER,
+    |ctx| (arg(&ctx, 4), arg(&ctx, 1) as u32 as u64, 0),
+    arg1_from_entry
+);
+// cudaMemcpyPeerAsync(void *dst, int dstDevice, const void *src, int srcDevice, size_t count,
+// cudaStream_t stream)
+traced_call!(
+    cuda_memcpy_peer_async,
+    cuda_memcpy_peer_async_ret,
+    source::CUDA,
+    cuda_op::MEMCPY_PEER_ASYNC,
+    |ctx| (arg(&ctx, 4), arg(&ctx, 1) as u32 as u64, 0),
+    arg1_from_entry
+);
+// cudaStreamSynchronize(cudaStream_t stream)
+traced_call!(
+    cuda_stream_synchronize,
+    cuda_stream_synchronize_ret,
+    source::CUDA,
+    cuda_op::STREAM_SYNC,
+    |ctx| (arg(&ctx, 0), 0, 0),
+    arg1_from_entry
+);
+// cudaDeviceSynchronize(void)
+traced_call!(
+    cuda_device_synchronize,
+    cuda_device_synchronize_ret,
+    source::CUDA,
+    cuda_op::DEVICE_SYNC,
+    |_ctx| (0, 0, 0),
+    arg1_from_entry
+);
+
+// cudaStreamBeginCapture(cudaStream_t stream, cudaStreamCaptureMode mode)
+traced_call!(
+    cuda_stream_begin_capture,
+    cuda_stream_begin_capture_ret,
+    source::CUDA_GRAPH,
+    graph_op::BEGIN_CAPTURE,
+    |ctx| (arg(&ctx, 0), arg(&ctx, 1) as u32 as u64, 0),
+    arg1_from_entry
+);
+// cudaStreamEndCapture(cudaStream_t stream, cudaGraph_t *pGraph)
+traced_call!(
+    cuda_stream_end_capture,
+    cuda_stream_end_capture_ret,
+    source::CUDA_GRAPH,
+    graph_op::END_CAPTURE,
+    |ctx| (arg(&ctx, 0), 0, arg(&ctx, 1)),
+    arg1_from_out_param
+);
+// cudaGraphInstantiate(cudaGraphExec_t *pGraphExec, cudaGraph_t graph, unsigned long long flags)
+traced_call!(
+    cuda_graph_instantiate,
+    cuda_graph_instantiate_ret,
+    source::CUDA_GRAPH,
+    graph_op::INSTANTIATE,
+    |ctx| (arg(&ctx, 1), 0, arg(&ctx, 0)),
+    arg1_from_out_param
+);
+// cudaGraphLaunch(cudaGraphExec_t graphExec, cudaStream_t stream)
+traced_call!(
+    cuda_graph_launch,
+    cuda_graph_launch_ret,
+    source::CUDA_GRAPH,
+    graph_op::LAUNCH,
+    |ctx| (arg(&ctx, 0), arg(&ctx, 1), 0),
+    arg1_from_entry
+);
+
+/// cudaSetDevice is not stored; its pairing only tracks which device each
+/// thread's later calls run on (`events.gpu_id`). Source 0 is never stored.
+const SET_DEVICE: (u8, u8) = (0, 1);
+
 #[uprobe]
-pub fn cuda_malloc(ctx: ProbeContext) -> u32 {
-    // cudaMalloc(void **devPtr, size_t size)
-    enter(cuda_op::MALLOC, arg(&ctx, 1), 0, arg(&ctx, 0));
+pub fn cuda_set_device(ctx: ProbeContext) -> u32 {
+    // cudaSetDevice(int device)
+    enter(SET_DEVICE.0, SET_DEVICE.1, arg(&ctx, 0) as u32 as u64, 0, 0);
     0
 }
 
 #[uretprobe]
-pub fn cuda_malloc_ret(ctx: RetProbeContext) -> u32 {
-    finish(&ctx, cuda_op::MALLOC, allocated_pointer);
+pub fn cuda_set_device_ret(ctx: RetProbeContext) -> u32 {
+    if let Some((_, entry)) = take_entry(SET_DEVICE.0, SET_DEVICE.1)
+        && ctx.ret::<i32>() == 0
+    {
+        set_thread_device(entry.arg0 as u32);
+    }
     0
-}
-
-#[uprobe]
-pub fn cuda_malloc_managed(ctx: ProbeContext) -> u32 {
-    // cudaMallocManaged(void **devPtr, size_t size, unsigned int flags)
-    enter(cuda_op::MALLOC_MANAGED, arg(&ctx, 1), 0, arg(&ctx, 0));
-    0
-}
-
-#[uretprobe]
-pub fn cuda_malloc_managed_ret(ctx: RetProbeContext) -> u32 {
-    finish(&ctx, cuda_op::MALLOC_MANAGED, allocated_pointer);
-    0
-}
-
-#[uprobe]
-pub fn cuda_free(ctx: ProbeContext) -> u32 {
-    // cudaFree(void *devPtr)
-    enter(cuda_op::FREE, arg(&ctx, 0), 0, 0);
-    0
-}
-
-#[uretprobe]
-pub fn cuda_free_ret(ctx: RetProbeContext) -> u32 {
-    finish(&ctx, cuda_op::FREE, |pid_tgid, entry, ret_code| {
-        let key = AllocKey {
-            pid: pid_tgid >> 32,
-            dev_ptr: entry.arg0,
-        };
-        // SAFETY: the value is copied before the entry is removed.
-        let bytes = unsafe { ALLOC_SIZES.get(key) }.copied().unwrap_or(0);
-        if ret_code == 0 && bytes != 0 {
-            let _ = ALLOC_SIZES.remove(key);
-        }
-        bytes
-    });
-    0
-}
-
-#[uprobe]
-pub fn cuda_launch_kernel(ctx: ProbeContext) -> u32 {
-    // cudaLaunchKernel(const void *func, dim3 grid, dim3 block, void **args,
-    //                  size_t sharedMem, cudaStream_t stream)
-    enter(cuda_op::LAUNCH_KERNEL, arg(&ctx, 0), launch_stream(&ctx), 0);
-    0
-}
-
-#[uretprobe]
-pub fn cuda_launch_kernel_ret(ctx: RetProbeContext) -> u32 {
-    finish(&ctx, cuda_op::LAUNCH_KERNEL, keep_arg1);
-    0
-}
-
-#[uprobe]
-pub fn cuda_memcpy(ctx: ProbeContext) -> u32 {
-    // cudaMemcpy(void *dst, const void *src, size_t count, cudaMemcpyKind kind)
-    enter(cuda_op::MEMCPY, arg(&ctx, 2), arg(&ctx, 3), 0);
-    0
-}
-
-#[uretprobe]
-pub fn cuda_memcpy_ret(ctx: RetProbeContext) -> u32 {
-    finish(&ctx, cuda_op::MEMCPY, keep_arg1);
-    0
-}
-
-#[uprobe]
-pub fn cuda_memcpy_async(ctx: ProbeContext) -> u32 {
-    // cudaMemcpyAsync(void *dst, const void *src, size_t count, cudaMemcpyKind kind, cudaStream_t)
-    enter(cuda_op::MEMCPY_ASYNC, arg(&ctx, 2), arg(&ctx, 3), 0);
-    0
-}
-
-#[uretprobe]
-pub fn cuda_memcpy_async_ret(ctx: RetProbeContext) -> u32 {
-    finish(&ctx, cuda_op::MEMCPY_ASYNC, keep_arg1);
-    0
-}
-
-#[uprobe]
-pub fn cuda_stream_synchronize(ctx: ProbeContext) -> u32 {
-    // cudaStreamSynchronize(cudaStream_t stream)
-    enter(cuda_op::STREAM_SYNC, arg(&ctx, 0), 0, 0);
-    0
-}
-
-#[uretprobe]
-pub fn cuda_stream_synchronize_ret(ctx: RetProbeContext) -> u32 {
-    finish(&ctx, cuda_op::STREAM_SYNC, keep_arg1);
-    0
-}
-
-#[uprobe]
-pub fn cuda_device_synchronize(_ctx: ProbeContext) -> u32 {
-    enter(cuda_op::DEVICE_SYNC, 0, 0, 0);
-    0
-}
-
-#[uretprobe]
-pub fn cuda_device_synchronize_ret(ctx: RetProbeContext) -> u32 {
-    finish(&ctx, cuda_op::DEVICE_SYNC, keep_arg1);
-    0
-}
-
-// Host-side `cargo clippy` builds this crate beside std; only the BPF target needs it.
-#[cfg(target_arch = "bpf")]
-#[panic_handler]
-fn panic(_info: &core::panic::PanicInfo) -> ! {
-    loop {}
 }
 
 #[unsafe(link_section = "license")]
