@@ -203,3 +203,56 @@ def test_library_is_discovered_from_ld_library_path(tmp_path: Path, simcuda_lib:
     assert run.returncode == 0, run.stderr
     assert str(simcuda_lib.parent) in run.stderr
     assert db_rows(db, "SELECT COUNT(*) FROM events WHERE op = 1") == [(2,)]
+
+
+def test_graph_lifecycle_and_stream_handles(tmp_path: Path, simcuda_lib: Path, db_rows: Any) -> None:
+    db, summary = tmp_path / "trace.db", tmp_path / "w.json"
+    run = trace_workload(
+        db, simcuda_lib, summary, "--streams=2", "--launches=12", "--syncs=3", "--graph-launches=4"
+    )
+    assert run.returncode == 0, run.stderr
+    apis = load_json(summary)["apis"]
+
+    def args(source: int, op: str) -> tuple[Counter[str], Counter[str]]:
+        rows = db_rows(
+            db,
+            "SELECT e.arg0, e.arg1 FROM events e JOIN ops o ON o.source_id = e.source AND o.op_id = e.op "
+            "WHERE e.source = ? AND o.name = ?",
+            source,
+            op,
+        )
+        return Counter(str(r[0]) for r in rows), Counter(str(r[1]) for r in rows)
+
+    # Runtime: the stream each launch and sync was about (7th argument word of
+    # cudaLaunchKernel: read from the caller's stack on x86-64).
+    assert args(1, "cudaLaunchKernel")[1] == Counter(apis["cudaLaunchKernel"]["handles"])
+    assert args(1, "cudaStreamSync")[0] == Counter(apis["cudaStreamSynchronize"]["handles"])
+
+    # Graphs: stream -> graph (read at return) -> executable graph -> launches.
+    begin_streams, modes = args(8, "graphBeginCapture")
+    assert begin_streams == Counter(apis["cudaStreamBeginCapture"]["handles"])
+    assert modes == Counter({"0": apis["cudaStreamBeginCapture"]["calls"]})
+    end_streams, graphs = args(8, "graphEndCapture")
+    assert end_streams == begin_streams
+    assert graphs == Counter(apis["cudaStreamEndCapture"]["handles"])
+    instantiated_from, execs = args(8, "graphInstantiate")
+    assert instantiated_from == graphs
+    assert execs == Counter(apis["cudaGraphInstantiate"]["handles"])
+    launched, launch_streams = args(8, "graphLaunch")
+    assert launched == Counter(apis["cudaGraphLaunch"]["handles"])
+    assert set(launch_streams) == set(begin_streams)
+
+
+def test_each_call_carries_the_device_its_thread_selected(
+    tmp_path: Path, simcuda_lib: Path, db_rows: Any
+) -> None:
+    db, summary = tmp_path / "trace.db", tmp_path / "w.json"
+    env = dict(os.environ, SIMCUDA_DEVICE_COUNT="2")
+    run = run_cli(
+        "trace", "--db", str(db), "--cuda-lib", str(simcuda_lib), "--",
+        *workload_cmd(simcuda_lib, summary, "--device=1", "--mallocs=3", "--launches=4", "--threads=2"),
+        env=env,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr
+    assert load_json(summary)["apis"]["cudaSetDevice"]["rc"] == {"0": 2}
+    assert db_rows(db, "SELECT DISTINCT gpu_id FROM events") == [(1,)]
