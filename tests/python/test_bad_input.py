@@ -119,4 +119,5 @@ def test_bad_duration_and_pid_values(tmp_path: Path) -> None:
     assert_one_line_error(
         run_cli("trace", "--pid", "1", "--duration", "soon", "--db", str(tmp_path / "t.db")), "--duration"
     )
-    assert_one_line_error(run_cli("trace", "--db", str(tmp_path / "t.db")), "nothing to trace")
+    missing_lib = run_cli("trace", "--db", str(tmp_path / "t.db"), "--cuda-lib", "/nonexistent/libcudart.so")
+    assert_one_line_error(missing_lib, "no such file")

@@ -7,6 +7,7 @@ never from constants that could agree with a broken tracer by accident.
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -256,3 +257,127 @@ def test_each_call_carries_the_device_its_thread_selected(
     assert run.returncode == 0, run.stderr
     assert load_json(summary)["apis"]["cudaSetDevice"]["rc"] == {"0": 2}
     assert db_rows(db, "SELECT DISTINCT gpu_id FROM events") == [(1,)]
+
+
+def wait_for_line(stream: Any, needle: str, timeout: float = 30) -> str:
+    """Reads `stream` until a line contains `needle` (or fails after `timeout`)."""
+    deadline = time.monotonic() + timeout
+    seen = []
+    while time.monotonic() < deadline:
+        line = stream.readline()
+        if not line:
+            break
+        seen.append(line)
+        if needle in line:
+            return str(line)
+    raise AssertionError(f"{needle!r} not seen in: {''.join(seen)}")
+
+
+def test_without_a_target_every_process_is_traced_including_later_ones_and_other_copies(
+    tmp_path: Path, simcuda_lib: Path, db_rows: Any
+) -> None:
+    # A second copy of the library at a path no discovery knows about: it is
+    # only found when a process started after the trace maps it.
+    copy_dir = tmp_path / "venv-copy"
+    shutil.copytree(simcuda_lib.parent, copy_dir, symlinks=True)
+    copy = copy_dir / simcuda_lib.name
+    db, gate = tmp_path / "trace.db", tmp_path / "go"
+    tracer = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "ingero",
+            "trace",
+            "--db",
+            str(db),
+            "--cuda-lib",
+            str(simcuda_lib),
+            "-d",
+            "120s",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    workloads = []
+    try:
+        assert tracer.stderr is not None
+        wait_for_line(tracer.stderr, f"probes to {simcuda_lib}")
+        workloads.append(start_gated_workload(simcuda_lib, gate, tmp_path / "first.json"))
+        workloads.append(start_gated_workload(copy, gate, tmp_path / "second.json"))
+        wait_for_line(tracer.stderr, str(copy_dir))  # the rescan attached the new copy
+        gate.touch()
+        for proc, _ in workloads:
+            assert proc.wait(timeout=60) == 0
+        tracer.terminate()  # SIGTERM: a clean stop that stores everything
+        _, err = tracer.communicate(timeout=60)
+    finally:
+        for proc in [tracer, *(p for p, _ in workloads)]:
+            if proc.poll() is None:
+                proc.kill()
+    assert tracer.returncode == 0, err
+    for (_, pid), name in zip(workloads, ["first", "second"], strict=True):
+        made = load_json(tmp_path / f"{name}.json")
+        expected = sum(made["apis"][s]["calls"] for s in TRACED if s in made["apis"])
+        assert db_rows(db, "SELECT COUNT(*) FROM events WHERE pid = ? AND source = 1", pid) == [(expected,)]
+
+
+def test_driver_api_and_the_remaining_runtime_copies(tmp_path: Path, simcuda_lib: Path, db_rows: Any) -> None:
+    db, summary = tmp_path / "trace.db", tmp_path / "w.json"
+    driver_lib = simcuda_lib.parent / "libcuda.so.1"
+    env = dict(os.environ, SIMCUDA_DEVICE_COUNT="2")
+    flags = [
+        "--threads=2", "--streams=1", "--memcpy-bytes=409600", "--memcpy-kind=1",
+        "--memcpy2d=3", "--memcpy2d-async=2", "--memcpy-peer=2", "--memcpy-peer-async=3",
+        "--managed-allocs=2", "--driver-allocs=2", "--driver-launches=5", "--driver-memcpys=2",
+        "--driver-async-memcpys=3", "--driver-syncs=2", "--driver-managed-allocs=1",
+    ]  # fmt: skip
+    run = run_cli(
+        "trace", "--db", str(db), "--cuda-lib", str(simcuda_lib), "--cuda-lib", str(driver_lib), "--",
+        *workload_cmd(simcuda_lib, summary, "--driver-lib", str(driver_lib), *flags),
+        env=env,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr
+    made = load_json(summary)
+    apis = made["apis"]
+    rows = db_rows(
+        db,
+        "SELECT o.name, e.arg0, e.arg1, e.ret_code, e.duration FROM events e "
+        "JOIN ops o ON o.source_id = e.source AND o.op_id = e.op",
+    )
+
+    def of(op: str) -> list[tuple[Any, ...]]:
+        return [r[1:] for r in rows if r[0] == op]
+
+    # Every variant a program can call is one op: cuMemAlloc and cuMemAlloc_v2.
+    expected = {
+        "cudaMemcpy2D": ["cudaMemcpy2D"],
+        "cudaMemcpy2DAsync": ["cudaMemcpy2DAsync"],
+        "cudaMemcpyPeer": ["cudaMemcpyPeer"],
+        "cudaMemcpyPeerAsync": ["cudaMemcpyPeerAsync"],
+        "cudaMallocManaged": ["cudaMallocManaged"],
+        "cuMemAlloc": ["cuMemAlloc", "cuMemAlloc_v2"],
+        "cuLaunchKernel": ["cuLaunchKernel"],
+        "cuMemcpy": ["cuMemcpy"],
+        "cuMemcpyAsync": ["cuMemcpyAsync"],
+        "cuCtxSynchronize": ["cuCtxSynchronize"],
+        "cuMemAllocManaged": ["cuMemAllocManaged"],
+    }
+    for op, symbols in expected.items():
+        calls = sum(apis[s]["calls"] for s in symbols if s in apis)
+        assert calls > 0, op
+        assert len(of(op)) == calls, op
+        assert all(r[2] == 0 and r[3] > 0 for r in of(op)), op
+        sizes: Counter[str] = Counter()
+        for s in symbols:
+            sizes.update(apis.get(s, {}).get("sizes", {}))
+        if sizes:
+            assert Counter(str(r[0]) for r in of(op)) == sizes, op
+
+    # Second arguments: copy direction, destination device, streams, pointers.
+    assert Counter(str(r[1]) for r in of("cudaMemcpy2D")) == Counter(apis["cudaMemcpy2D"]["kinds"])
+    assert Counter(str(r[1]) for r in of("cudaMemcpyPeer")) == Counter(apis["cudaMemcpyPeer"]["kinds"])
+    assert Counter(str(r[1]) for r in of("cuLaunchKernel")) == Counter(apis["cuLaunchKernel"]["handles"])
+    assert {r[0] for r in of("cuLaunchKernel")} == {made["driver"]["function"]}
+    assert Counter(str(r[1]) for r in of("cuMemcpyAsync")) == Counter(apis["cuMemcpyAsync"]["handles"])
+    assert all(r[1] != 0 for r in of("cuMemAlloc") + of("cudaMallocManaged"))

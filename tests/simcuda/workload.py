@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Drive the simulated CUDA libraries with a known mix of calls.
 
-Loads libcudart (and, for ``--driver-allocs``, libcuda) through ctypes and makes
+Loads libcudart (and, for any ``--driver-*`` flag, libcuda) through ctypes and makes
 an exactly known number of CUDA calls from small, named Python functions
 (``allocate``, ``copy_to_device``, ``launch``, ``step`` ...), so a stack walk sees
 distinct Python frames, as with PyTorch.  At the end it writes a JSON summary
@@ -207,6 +207,39 @@ RUNTIME_SIGS: dict[str, tuple[Any, list[Any]]] = {
         ctypes.c_int,
         [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_void_p],
     ),
+    "cudaMemcpy2D": (
+        ctypes.c_int,
+        [
+            ctypes.c_void_p,
+            ctypes.c_size_t,
+            ctypes.c_void_p,
+            ctypes.c_size_t,
+            ctypes.c_size_t,
+            ctypes.c_size_t,
+            ctypes.c_int,
+        ],
+    ),
+    "cudaMemcpy2DAsync": (
+        ctypes.c_int,
+        [
+            ctypes.c_void_p,
+            ctypes.c_size_t,
+            ctypes.c_void_p,
+            ctypes.c_size_t,
+            ctypes.c_size_t,
+            ctypes.c_size_t,
+            ctypes.c_int,
+            ctypes.c_void_p,
+        ],
+    ),
+    "cudaMemcpyPeer": (
+        ctypes.c_int,
+        [ctypes.c_void_p, ctypes.c_int, ctypes.c_void_p, ctypes.c_int, ctypes.c_size_t],
+    ),
+    "cudaMemcpyPeerAsync": (
+        ctypes.c_int,
+        [ctypes.c_void_p, ctypes.c_int, ctypes.c_void_p, ctypes.c_int, ctypes.c_size_t, ctypes.c_void_p],
+    ),
     "cudaLaunchKernel": (
         ctypes.c_int,
         [ctypes.c_void_p, Dim3, Dim3, c_void_pp, ctypes.c_size_t, ctypes.c_void_p],
@@ -234,8 +267,34 @@ DRIVER_SIGS: dict[str, tuple[Any, list[Any]]] = {
     "cuDeviceGet": (ctypes.c_int, [c_int_p, ctypes.c_int]),
     "cuCtxCreate_v2": (ctypes.c_int, [c_void_pp, ctypes.c_uint, ctypes.c_int]),
     "cuCtxDestroy_v2": (ctypes.c_int, [ctypes.c_void_p]),
+    "cuCtxSynchronize": (ctypes.c_int, []),
     "cuMemAlloc_v2": (ctypes.c_int, [c_u64_p, ctypes.c_size_t]),
+    "cuMemAllocManaged": (ctypes.c_int, [c_u64_p, ctypes.c_size_t, ctypes.c_uint]),
     "cuMemFree_v2": (ctypes.c_int, [ctypes.c_ulonglong]),
+    "cuMemcpy": (ctypes.c_int, [ctypes.c_ulonglong, ctypes.c_ulonglong, ctypes.c_size_t]),
+    "cuMemcpyAsync": (
+        ctypes.c_int,
+        [ctypes.c_ulonglong, ctypes.c_ulonglong, ctypes.c_size_t, ctypes.c_void_p],
+    ),
+    "cuLaunchKernel": (
+        ctypes.c_int,
+        [
+            ctypes.c_void_p,  # CUfunction f
+            ctypes.c_uint,  # gridDimX
+            ctypes.c_uint,  # gridDimY
+            ctypes.c_uint,  # gridDimZ
+            ctypes.c_uint,  # blockDimX
+            ctypes.c_uint,  # blockDimY
+            ctypes.c_uint,  # blockDimZ
+            ctypes.c_uint,  # sharedMemBytes
+            ctypes.c_void_p,  # CUstream hStream
+            c_void_pp,  # void **kernelParams
+            c_void_pp,  # void **extra
+        ],
+    ),
+    "cuStreamCreate": (ctypes.c_int, [c_void_pp, ctypes.c_uint]),
+    "cuStreamDestroy_v2": (ctypes.c_int, [ctypes.c_void_p]),
+    "cuStreamSynchronize": (ctypes.c_int, [ctypes.c_void_p]),
 }
 
 
@@ -292,12 +351,23 @@ def kernel_addr(name: str) -> int:
     return ctypes.addressof(KERNELS[name])
 
 
+# cudaMemcpy2D geometry: rows of COPY2D_WIDTH bytes, pitch == width.
+COPY2D_WIDTH = 4096
+MEM_ATTACH_GLOBAL = 1  # cudaMemAttachGlobal / CU_MEM_ATTACH_GLOBAL
+
+
+def copy2d_height(memcpy_bytes: int) -> int:
+    return max(1, memcpy_bytes // COPY2D_WIDTH)
+
+
 @dataclass
 class Ctx:
     rt: CudaLib
     model: Model
     args: argparse.Namespace
     kernel_ns: dict[str, int]
+    # cudaMemcpyPeer* devices: (source, destination).
+    peer: tuple[int, int] = (0, 0)
 
 
 @dataclass
@@ -314,6 +384,15 @@ class Share:
     device_syncs: int
     graph_launches: int
     streams: int
+    memcpy2ds: int = 0
+    memcpy2d_asyncs: int = 0
+    peer_memcpys: int = 0
+    peer_async_memcpys: int = 0
+    managed_allocs: int = 0
+
+    def device_copies(self) -> int:
+        """Copies that need a device pointer of this thread (2D and peer)."""
+        return max(self.memcpy2ds, self.memcpy2d_asyncs, self.peer_memcpys, self.peer_async_memcpys)
 
 
 @dataclass
@@ -325,6 +404,10 @@ class ThreadResult:
     oom_rc: int | None = None
     streams_created: int = 0
     captured_kernels: int = 0
+    managed_allocated: int = 0
+    managed_freed: int = 0
+    scratch_allocated: int = 0
+    scratch_freed: int = 0
     errors: list[str] = field(default_factory=list)
 
 
@@ -355,6 +438,14 @@ def allocate(ctx: Ctx, nbytes: int) -> tuple[int, int | None]:
     return rc, ptr.value
 
 
+def allocate_managed(ctx: Ctx, nbytes: int) -> tuple[int, int | None]:
+    ptr = ctypes.c_void_p()
+    rc, ns = timed(ctx.rt["cudaMallocManaged"], ctypes.byref(ptr), nbytes, MEM_ATTACH_GLOBAL)
+    model = ctx.model.alloc_ns(nbytes) if rc == 0 and nbytes else ctx.model.alloc_base_ns
+    REC.record("cudaMallocManaged", rc, ns, size=nbytes, model_ns=model)
+    return rc, ptr.value
+
+
 def release(ctx: Ctx, ptr: int | None) -> int:
     rc, ns = timed(ctx.rt["cudaFree"], ptr)
     model = ctx.model.free_ns if rc == 0 and ptr else 0
@@ -381,6 +472,68 @@ def copy_async(ctx: Ctx, dst: int | None, nbytes: int, kind: int, stream: int | 
         ns,
         size=nbytes,
         kind=kind,
+        model_ns=ctx.model.async_ns if ok else 0,
+        device_ns=ctx.model.copy_ns(nbytes) if ok else 0,
+    )
+    return rc
+
+
+def copy_ends(kind: int, dev: int, dev2: int) -> tuple[int, int]:
+    """(dst, src) of a copy of `kind`: device pointers where the kind says device."""
+    host = ctypes.addressof(HOST_BUF)
+    return {0: (host, host), 2: (host, dev), 3: (dev, dev2)}.get(kind, (dev, host))
+
+
+def copy_2d(ctx: Ctx, dev: int, dev2: int, kind: int) -> int:
+    """cudaMemcpy2D of copy2d_height() rows of COPY2D_WIDTH bytes (pitch = width)."""
+    dst, src = copy_ends(kind, dev, dev2)
+    width, height = COPY2D_WIDTH, copy2d_height(ctx.args.memcpy_bytes)
+    rc, ns = timed(ctx.rt["cudaMemcpy2D"], dst, width, src, width, width, height, kind)
+    nbytes = width * height
+    cost = ctx.model.copy_ns(nbytes) if rc == 0 else 0
+    REC.record("cudaMemcpy2D", rc, ns, size=nbytes, kind=kind, model_ns=cost, device_ns=cost)
+    return rc
+
+
+def copy_2d_async(ctx: Ctx, dev: int, dev2: int, kind: int, stream: int | None) -> int:
+    dst, src = copy_ends(kind, dev, dev2)
+    width, height = COPY2D_WIDTH, copy2d_height(ctx.args.memcpy_bytes)
+    rc, ns = timed(ctx.rt["cudaMemcpy2DAsync"], dst, width, src, width, width, height, kind, stream)
+    nbytes = width * height
+    ok = rc == 0
+    REC.record(
+        "cudaMemcpy2DAsync",
+        rc,
+        ns,
+        size=nbytes,
+        kind=kind,
+        handle=stream or 0,
+        model_ns=ctx.model.async_ns if ok else 0,
+        device_ns=ctx.model.copy_ns(nbytes) if ok else 0,
+    )
+    return rc
+
+
+def copy_peer(ctx: Ctx, dst: int, src: int, nbytes: int) -> int:
+    """cudaMemcpyPeer from ctx.peer[0] to ctx.peer[1]; recorded with kind = the destination device."""
+    src_dev, dst_dev = ctx.peer
+    rc, ns = timed(ctx.rt["cudaMemcpyPeer"], dst, dst_dev, src, src_dev, nbytes)
+    cost = ctx.model.copy_ns(nbytes) if rc == 0 else 0
+    REC.record("cudaMemcpyPeer", rc, ns, size=nbytes, kind=dst_dev, model_ns=cost, device_ns=cost)
+    return rc
+
+
+def copy_peer_async(ctx: Ctx, dst: int, src: int, nbytes: int, stream: int | None) -> int:
+    src_dev, dst_dev = ctx.peer
+    rc, ns = timed(ctx.rt["cudaMemcpyPeerAsync"], dst, dst_dev, src, src_dev, nbytes, stream)
+    ok = rc == 0
+    REC.record(
+        "cudaMemcpyPeerAsync",
+        rc,
+        ns,
+        size=nbytes,
+        kind=dst_dev,
+        handle=stream or 0,
         model_ns=ctx.model.async_ns if ok else 0,
         device_ns=ctx.model.copy_ns(nbytes) if ok else 0,
     )
@@ -431,8 +584,11 @@ def step(
     share: Share,
     streams: list[int | None],
     ptrs: list[int],
+    *,
+    dev_ptrs: list[int] | None = None,
 ) -> None:
-    """One training-like step: maybe a copy, maybe an async copy, maybe a kernel."""
+    """One training-like step: maybe a copy, maybe an async copy, maybe a kernel,
+    maybe a 2D copy and a peer copy (on `dev_ptrs`: the thread's buffers, or its scratch one)."""
     a = ctx.args
     dst = ptrs[i % len(ptrs)] if ptrs else None
     stream = streams[i % len(streams)]
@@ -443,6 +599,16 @@ def step(
     if i < share.launches:
         kernel = list(KERNELS)[i % len(KERNELS)]
         launch(ctx, kernel, stream, dst)
+    if dev_ptrs:
+        dev, dev2 = dev_ptrs[i % len(dev_ptrs)], dev_ptrs[(i + 1) % len(dev_ptrs)]
+        if i < share.memcpy2ds:
+            copy_2d(ctx, dev, dev2, a.memcpy_kind)
+        if i < share.memcpy2d_asyncs:
+            copy_2d_async(ctx, dev, dev2, a.memcpy_kind, stream)
+        if i < share.peer_memcpys:
+            copy_peer(ctx, dev, dev2, a.memcpy_bytes)
+        if i < share.peer_async_memcpys:
+            copy_peer_async(ctx, dev, dev2, a.memcpy_bytes, stream)
 
 
 def capture_graph(ctx: Ctx, stream: int, kernels: int, res: ThreadResult) -> int | None:
@@ -507,6 +673,37 @@ def run_graphs(ctx: Ctx, share: Share, res: ThreadResult) -> None:
     destroy_stream(ctx, stream)
 
 
+def allocate_managed_share(ctx: Ctx, share: Share, res: ThreadResult) -> list[int]:
+    """The thread's cudaMallocManaged calls; returns the pointers (freed at the end)."""
+    managed: list[int] = []
+    for _ in range(share.managed_allocs):
+        rc, ptr = allocate_managed(ctx, ctx.args.malloc_bytes)
+        if rc == 0 and ptr is not None:
+            managed.append(ptr)
+    res.managed_allocated = len(managed)
+    return managed
+
+
+def scratch_bytes(args: argparse.Namespace) -> int:
+    """Size of the scratch buffer 2D/peer copies use when a thread allocated nothing."""
+    nbytes: int = args.memcpy_bytes
+    return max(1, nbytes, COPY2D_WIDTH * copy2d_height(nbytes))
+
+
+def device_buffers(
+    ctx: Ctx, share: Share, ptrs: list[int], res: ThreadResult
+) -> tuple[list[int], int | None]:
+    """Device pointers for 2D/peer copies: the thread's --mallocs buffers, else one
+    scratch cudaMalloc (returned second, freed at the end)."""
+    if not share.device_copies() or ptrs:
+        return ptrs, None
+    rc, ptr = allocate(ctx, scratch_bytes(ctx.args))
+    if rc != 0 or ptr is None:
+        return [0], None  # still make every copy asked for (on NULL): the counts stay exact
+    res.scratch_allocated += 1
+    return [ptr], ptr
+
+
 def sync_points(steps: int, syncs: int) -> list[int]:
     """Step indices after which to synchronise, spread evenly over the steps."""
     if steps == 0:
@@ -539,11 +736,14 @@ def worker(ctx: Ctx, share: Share, res: ThreadResult) -> None:
     if share.index == 0 and a.oom_bytes is not None:
         res.oom_rc, _ = allocate(ctx, a.oom_bytes)
 
-    steps = max(share.memcpys, share.async_memcpys, share.launches)
+    managed = allocate_managed_share(ctx, share, res)
+    dev_ptrs, scratch = device_buffers(ctx, share, ptrs, res)
+
+    steps = max(share.memcpys, share.async_memcpys, share.launches, share.device_copies())
     points = sync_points(steps, share.syncs)
     done = 0
     for i in range(steps):
-        step(ctx, i, share, streams, ptrs)
+        step(ctx, i, share, streams, ptrs, dev_ptrs=dev_ptrs)
         while done < len(points) and points[done] == i:
             synchronize(ctx, streams[done % len(streams)])
             done += 1
@@ -561,42 +761,242 @@ def worker(ctx: Ctx, share: Share, res: ThreadResult) -> None:
     for ptr in ptrs[: share.frees]:
         if release(ctx, ptr) == 0:
             res.freed += 1
+    for ptr in managed:
+        if release(ctx, ptr) == 0:
+            res.managed_freed += 1
+    if scratch is not None and release(ctx, scratch) == 0:
+        res.scratch_freed += 1
 
     for s in created:
         destroy_stream(ctx, s)
 
 
-def driver_allocs(drv: CudaLib, model: Model, n: int, nbytes: int, device: int) -> dict[str, Any]:
-    """cuInit, cuCtxCreate_v2, n x cuMemAlloc_v2, n x cuMemFree_v2, cuCtxDestroy_v2."""
+# --------------------------------------------------------------------------
+# The driver section (libcuda), on the main thread after the workers.
+# --------------------------------------------------------------------------
 
-    def rec(api: str, rc: int, ns: int, **kw: Any) -> int:
-        REC.record(api, rc, ns, **kw)
-        return rc
+DRIVER_KERNEL = ctypes.create_string_buffer(b"driver_kernel")  # stand-in CUfunction; never read
+DRIVER_GRID = (64, 1, 1)
+DRIVER_BLOCK = (128, 1, 1)
 
-    out: dict[str, Any] = {"allocated": 0, "freed": 0}
-    if rec("cuInit", *timed(drv["cuInit"], 0)) != 0:
-        return out
+
+def driver_function() -> int:
+    return ctypes.addressof(DRIVER_KERNEL)
+
+
+def wants_driver(args: argparse.Namespace) -> bool:
+    """Whether any --driver-* flag asks for libcuda calls."""
+    return any(
+        getattr(args, name)
+        for name in (
+            "driver_allocs",
+            "driver_launches",
+            "driver_memcpys",
+            "driver_async_memcpys",
+            "driver_syncs",
+            "driver_managed_allocs",
+        )
+    )
+
+
+def drec(api: str, rc: int, ns: int, **kw: Any) -> int:
+    """Record a driver call; return its rc."""
+    REC.record(api, rc, ns, **kw)
+    return rc
+
+
+def driver_context(drv: CudaLib, model: Model, device: int) -> int | None:
+    """cuInit, cuDeviceGet, cuCtxCreate_v2 (which makes it current); the context, or None."""
+    if drec("cuInit", *timed(drv["cuInit"], 0)) != 0:
+        return None
     dev = ctypes.c_int()
-    if rec("cuDeviceGet", *timed(drv["cuDeviceGet"], ctypes.byref(dev), device)) != 0:
-        return out
+    if drec("cuDeviceGet", *timed(drv["cuDeviceGet"], ctypes.byref(dev), device)) != 0:
+        return None
     cu_ctx = ctypes.c_void_p()
     rc, ns = timed(drv["cuCtxCreate_v2"], ctypes.byref(cu_ctx), 0, dev.value)
-    if rec("cuCtxCreate_v2", rc, ns, model_ns=model.alloc_base_ns if rc == 0 else 0) != 0:
-        return out
-    ptrs: list[int] = []
-    for _ in range(n):
-        p = ctypes.c_ulonglong()
-        rc, ns = timed(drv["cuMemAlloc_v2"], ctypes.byref(p), nbytes)
-        model_ns = model.alloc_ns(nbytes) if rc == 0 else model.alloc_base_ns
-        rec("cuMemAlloc_v2", rc, ns, size=nbytes, model_ns=model_ns)
-        if rc == 0:
-            ptrs.append(p.value)
+    if drec("cuCtxCreate_v2", rc, ns, model_ns=model.alloc_base_ns if rc == 0 else 0) != 0:
+        return None
+    return cu_ctx.value
+
+
+def driver_alloc(drv: CudaLib, model: Model, nbytes: int) -> int | None:
+    p = ctypes.c_ulonglong()
+    rc, ns = timed(drv["cuMemAlloc_v2"], ctypes.byref(p), nbytes)
+    model_ns = model.alloc_ns(nbytes) if rc == 0 else model.alloc_base_ns
+    drec("cuMemAlloc_v2", rc, ns, size=nbytes, model_ns=model_ns)
+    return p.value if rc == 0 else None
+
+
+def driver_alloc_managed(drv: CudaLib, model: Model, nbytes: int) -> int | None:
+    p = ctypes.c_ulonglong()
+    rc, ns = timed(drv["cuMemAllocManaged"], ctypes.byref(p), nbytes, MEM_ATTACH_GLOBAL)
+    model_ns = model.alloc_ns(nbytes) if rc == 0 else model.alloc_base_ns
+    drec("cuMemAllocManaged", rc, ns, size=nbytes, model_ns=model_ns)
+    return p.value if rc == 0 else None
+
+
+def driver_free(drv: CudaLib, model: Model, ptr: int) -> int:
+    rc, ns = timed(drv["cuMemFree_v2"], ptr)
+    return drec("cuMemFree_v2", rc, ns, model_ns=model.free_ns if rc == 0 else 0)
+
+
+def driver_allocs(drv: CudaLib, model: Model, n: int, nbytes: int, out: dict[str, Any]) -> None:
+    """n x cuMemAlloc_v2, then n x cuMemFree_v2 of what was allocated."""
+    ptrs = [p for p in (driver_alloc(drv, model, nbytes) for _ in range(n)) if p is not None]
     out["allocated"] = len(ptrs)
-    for p_val in ptrs:
-        rc, ns = timed(drv["cuMemFree_v2"], p_val)
-        if rec("cuMemFree_v2", rc, ns, model_ns=model.free_ns if rc == 0 else 0) == 0:
+    for p in ptrs:
+        if driver_free(drv, model, p) == 0:
             out["freed"] += 1
-    rec("cuCtxDestroy_v2", *timed(drv["cuCtxDestroy_v2"], cu_ctx.value))
+
+
+def driver_stream_create(drv: CudaLib, model: Model) -> int | None:
+    h = ctypes.c_void_p()
+    rc, ns = timed(drv["cuStreamCreate"], ctypes.byref(h), 0)
+    drec("cuStreamCreate", rc, ns, handle=h.value or 0, model_ns=model.async_ns if rc == 0 else 0)
+    return h.value if rc == 0 else None
+
+
+def driver_stream_destroy(drv: CudaLib, stream: int) -> int:
+    return drec("cuStreamDestroy_v2", *timed(drv["cuStreamDestroy_v2"], stream), handle=stream)
+
+
+def driver_launch(drv: CudaLib, model: Model, stream: int | None, arg_ptr: int | None) -> int:
+    a = ctypes.c_ulonglong(arg_ptr or 0)
+    n = ctypes.c_int(1024)
+    params = (ctypes.c_void_p * 2)(ctypes.addressof(a), ctypes.addressof(n))
+    rc, ns = timed(
+        drv["cuLaunchKernel"],
+        driver_function(),
+        *DRIVER_GRID,
+        *DRIVER_BLOCK,
+        0,
+        stream,
+        ctypes.cast(params, c_void_pp),
+        None,
+    )
+    ok = rc == 0
+    return drec(
+        "cuLaunchKernel",
+        rc,
+        ns,
+        handle=stream or 0,
+        model_ns=model.launch_ns if ok else 0,
+        device_ns=model.kernel_ns if ok else 0,
+    )
+
+
+def driver_copy(drv: CudaLib, model: Model, dst: int, src: int, nbytes: int) -> int:
+    """Synchronous device-to-device cuMemcpy."""
+    rc, ns = timed(drv["cuMemcpy"], dst, src, nbytes)
+    cost = model.copy_ns(nbytes) if rc == 0 else 0
+    return drec("cuMemcpy", rc, ns, size=nbytes, model_ns=cost, device_ns=cost)
+
+
+def driver_copy_async(
+    drv: CudaLib, model: Model, dst: int, src: int, nbytes: int, *, stream: int | None
+) -> int:
+    rc, ns = timed(drv["cuMemcpyAsync"], dst, src, nbytes, stream)
+    ok = rc == 0
+    return drec(
+        "cuMemcpyAsync",
+        rc,
+        ns,
+        size=nbytes,
+        handle=stream or 0,
+        model_ns=model.async_ns if ok else 0,
+        device_ns=model.copy_ns(nbytes) if ok else 0,
+    )
+
+
+def driver_stream_synchronize(drv: CudaLib, stream: int | None) -> int:
+    return drec("cuStreamSynchronize", *timed(drv["cuStreamSynchronize"], stream), handle=stream or 0)
+
+
+def driver_ctx_synchronize(drv: CudaLib) -> int:
+    return drec("cuCtxSynchronize", *timed(drv["cuCtxSynchronize"]))
+
+
+def driver_step(
+    drv: CudaLib,
+    model: Model,
+    args: argparse.Namespace,
+    i: int,
+    *,
+    stream: int | None,
+    bufs: list[int],
+) -> None:
+    """One driver step: maybe a kernel, maybe a cuMemcpy, maybe a cuMemcpyAsync."""
+    if i < args.driver_launches:
+        driver_launch(drv, model, stream, bufs[0] if bufs else None)
+    if bufs and i < args.driver_memcpys:
+        driver_copy(drv, model, bufs[0], bufs[1], args.memcpy_bytes)
+    if bufs and i < args.driver_async_memcpys:
+        driver_copy_async(drv, model, bufs[1], bufs[0], args.memcpy_bytes, stream=stream)
+
+
+def driver_copy_buffers(drv: CudaLib, model: Model, nbytes: int, out: dict[str, Any]) -> list[int]:
+    """The two cuMemAlloc_v2 buffers (dst, src) the driver copies go between."""
+    bufs = [p for p in (driver_alloc(drv, model, nbytes) for _ in range(2)) if p is not None]
+    out["copy_buffers"]["allocated"] = len(bufs)
+    out["copy_buffers"]["ptrs"] = list(bufs)
+    # On a failed allocation, still make every copy asked for (on 0): the counts stay exact.
+    return bufs + [0] * (2 - len(bufs))
+
+
+def run_driver(drv: CudaLib, model: Model, args: argparse.Namespace) -> dict[str, Any]:
+    """The driver section: one context on --device for every --driver-* flag.
+
+    cuInit, cuDeviceGet, cuCtxCreate_v2; --driver-allocs x cuMemAlloc_v2 then as
+    many cuMemFree_v2; --driver-managed-allocs x cuMemAllocManaged; cuStreamCreate
+    and 2 copy buffers when needed; the launches/copies in steps; one
+    cuStreamSynchronize; --driver-syncs x cuCtxSynchronize; frees;
+    cuStreamDestroy_v2; cuCtxDestroy_v2.
+    """
+    copy_bytes = max(1, args.memcpy_bytes)
+    out: dict[str, Any] = {
+        "allocated": 0,
+        "freed": 0,
+        "context": None,
+        "function": None,
+        "stream": None,
+        "managed_allocated": 0,
+        "managed_freed": 0,
+        "copy_buffers": {"bytes": copy_bytes, "allocated": 0, "freed": 0, "ptrs": []},
+    }
+    cu_ctx = driver_context(drv, model, args.device)
+    if cu_ctx is None:
+        return out
+    out["context"] = cu_ctx
+    driver_allocs(drv, model, args.driver_allocs, args.malloc_bytes, out)
+
+    managed = [driver_alloc_managed(drv, model, args.malloc_bytes) for _ in range(args.driver_managed_allocs)]
+    managed_ok = [p for p in managed if p is not None]
+    out["managed_allocated"] = len(managed_ok)
+
+    uses_stream = bool(args.driver_launches or args.driver_async_memcpys)
+    stream = driver_stream_create(drv, model) if uses_stream else None
+    out["stream"] = stream
+    if args.driver_launches:
+        out["function"] = driver_function()
+    copies = max(args.driver_memcpys, args.driver_async_memcpys)
+    bufs = driver_copy_buffers(drv, model, copy_bytes, out) if copies else []
+
+    for i in range(max(args.driver_launches, copies)):
+        driver_step(drv, model, args, i, stream=stream, bufs=bufs)
+    if uses_stream:
+        driver_stream_synchronize(drv, stream)
+    for _ in range(args.driver_syncs):
+        driver_ctx_synchronize(drv)
+
+    for p in managed_ok:
+        if driver_free(drv, model, p) == 0:
+            out["managed_freed"] += 1
+    for p in out["copy_buffers"]["ptrs"]:
+        if driver_free(drv, model, p) == 0:
+            out["copy_buffers"]["freed"] += 1
+    if stream is not None:
+        driver_stream_destroy(drv, stream)
+    drec("cuCtxDestroy_v2", *timed(drv["cuCtxDestroy_v2"], cu_ctx))
     return out
 
 
@@ -625,7 +1025,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument(
         "--driver-lib",
         default=None,
-        help="libcuda path for --driver-allocs (default: $SIMCUDA_DRIVER_LIB, else libcuda.so.1 "
+        help="libcuda path for the --driver-* flags (default: $SIMCUDA_DRIVER_LIB, else libcuda.so.1 "
         "next to --lib, else libcuda.so.1)",
     )
     p.add_argument("--mallocs", type=int, default=0, help="cudaMalloc calls (total over threads)")
@@ -636,6 +1036,17 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--syncs", type=int, default=0, help="cudaStreamSynchronize calls (spread over the steps)")
     p.add_argument(
         "--device-syncs", type=int, default=0, help="cudaDeviceSynchronize calls (per thread, at the end)"
+    )
+    p.add_argument(
+        "--memcpy2d", type=int, default=0, help="cudaMemcpy2D calls (4096-byte rows, --memcpy-bytes total)"
+    )
+    p.add_argument("--memcpy2d-async", type=int, default=0, help="cudaMemcpy2DAsync calls")
+    p.add_argument(
+        "--memcpy-peer", type=int, default=0, help="cudaMemcpyPeer calls (to the next device, if any)"
+    )
+    p.add_argument("--memcpy-peer-async", type=int, default=0, help="cudaMemcpyPeerAsync calls")
+    p.add_argument(
+        "--managed-allocs", type=int, default=0, help="cudaMallocManaged calls (freed with cudaFree)"
     )
     p.add_argument("--malloc-bytes", type=int, default=MIB, help="bytes per cudaMalloc")
     p.add_argument("--memcpy-bytes", type=int, default=MIB, help="bytes per memcpy")
@@ -654,6 +1065,18 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     p.add_argument(
         "--driver-allocs", type=int, default=0, help="cuMemAlloc_v2 (+ cuMemFree_v2) calls via libcuda"
+    )
+    p.add_argument(
+        "--driver-launches", type=int, default=0, help="cuLaunchKernel calls on a cuStreamCreate stream"
+    )
+    p.add_argument("--driver-memcpys", type=int, default=0, help="device-to-device cuMemcpy calls")
+    p.add_argument("--driver-async-memcpys", type=int, default=0, help="cuMemcpyAsync calls on the stream")
+    p.add_argument("--driver-syncs", type=int, default=0, help="cuCtxSynchronize calls")
+    p.add_argument(
+        "--driver-managed-allocs",
+        type=int,
+        default=0,
+        help="cuMemAllocManaged calls (freed with cuMemFree_v2)",
     )
     p.add_argument("--device", type=int, default=0, help="device passed to cudaSetDevice")
     p.add_argument("--start-gate", default=None, help="print READY <pid>, wait for FILE before any CUDA call")
@@ -674,6 +1097,16 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "graph_launches",
         "graph_kernels",
         "driver_allocs",
+        "memcpy2d",
+        "memcpy2d_async",
+        "memcpy_peer",
+        "memcpy_peer_async",
+        "managed_allocs",
+        "driver_launches",
+        "driver_memcpys",
+        "driver_async_memcpys",
+        "driver_syncs",
+        "driver_managed_allocs",
     ):
         if getattr(args, name) < 0:
             p.error(f"--{name.replace('_', '-')} must be >= 0")
@@ -688,7 +1121,7 @@ def main(argv: list[str] | None = None) -> int:
     lib_path = args.lib or os.environ.get("SIMCUDA_LIB") or "libcudart.so.12"
     rt = load(lib_path, RUNTIME_SIGS, "CUDA runtime")
     drv: CudaLib | None = None
-    if args.driver_allocs:
+    if wants_driver(args):
         drv_path = args.driver_lib or os.environ.get("SIMCUDA_DRIVER_LIB")
         if drv_path is None:
             sibling = os.path.join(os.path.dirname(lib_path), "libcuda.so.1")
@@ -706,7 +1139,6 @@ def main(argv: list[str] | None = None) -> int:
             rt["simcudaSetKernelTime"](kernel_addr(k), args.kernel_ns)  # returns void
             REC.record("simcudaSetKernelTime", 0, time.monotonic_ns() - t0)
             kernel_ns[k] = args.kernel_ns
-    ctx = Ctx(rt=rt, model=model, args=args, kernel_ns=kernel_ns)
 
     version = ctypes.c_int()
     rc, ns = timed(rt["cudaRuntimeGetVersion"], ctypes.byref(version))
@@ -714,6 +1146,8 @@ def main(argv: list[str] | None = None) -> int:
     count = ctypes.c_int()
     rc, ns = timed(rt["cudaGetDeviceCount"], ctypes.byref(count))
     REC.record("cudaGetDeviceCount", rc, ns)
+    peer = (args.device, (args.device + 1) % count.value if count.value >= 2 else args.device)
+    ctx = Ctx(rt=rt, model=model, args=args, kernel_ns=kernel_ns, peer=peer)
 
     t = args.threads
     shares = [
@@ -728,6 +1162,11 @@ def main(argv: list[str] | None = None) -> int:
             device_syncs=args.device_syncs,
             graph_launches=split(args.graph_launches, t, i),
             streams=args.streams,
+            memcpy2ds=split(args.memcpy2d, t, i),
+            memcpy2d_asyncs=split(args.memcpy2d_async, t, i),
+            peer_memcpys=split(args.memcpy_peer, t, i),
+            peer_async_memcpys=split(args.memcpy_peer_async, t, i),
+            managed_allocs=split(args.managed_allocs, t, i),
         )
         for i in range(t)
     ]
@@ -751,7 +1190,7 @@ def main(argv: list[str] | None = None) -> int:
 
     driver: dict[str, Any] | None = None
     if drv is not None:
-        driver = driver_allocs(drv, model, args.driver_allocs, args.malloc_bytes, args.device)
+        driver = run_driver(drv, model, args)
         driver["lib"] = drv.mapped_path()
 
     rc, ns = timed(rt["cudaGetLastError"])
@@ -787,6 +1226,24 @@ def main(argv: list[str] | None = None) -> int:
             "name": None if results[0].oom_rc is None else rt["cudaGetErrorName"](results[0].oom_rc).decode(),
         },
         "graphs": {"captured_kernels": sum(r.captured_kernels for r in results)},
+        "managed": {
+            "allocated": sum(r.managed_allocated for r in results),
+            "freed": sum(r.managed_freed for r in results),
+        },
+        "scratch": {
+            "bytes": scratch_bytes(args),
+            "allocated": sum(r.scratch_allocated for r in results),
+            "freed": sum(r.scratch_freed for r in results),
+        },
+        "copies": {
+            "memcpy2d": {
+                "width": COPY2D_WIDTH,
+                "pitch": COPY2D_WIDTH,
+                "height": copy2d_height(args.memcpy_bytes),
+                "bytes": COPY2D_WIDTH * copy2d_height(args.memcpy_bytes),
+            },
+            "peer": {"src_device": peer[0], "dst_device": peer[1], "bytes": args.memcpy_bytes},
+        },
         "streams_created": sum(r.streams_created for r in results),
         "driver": driver,
         "last_error": last_error,

@@ -83,6 +83,13 @@ pub fn arg(ctx: &ProbeContext, n: usize) -> u64 {
     stack_arg(ctx, n - IN_REGISTERS)
 }
 
+/// An `int` argument: the ABI leaves the upper half of its register or stack
+/// slot undefined, so only the low 32 bits mean anything (sign-extended).
+#[inline(always)]
+pub fn int_arg(ctx: &ProbeContext, n: usize) -> u64 {
+    arg(ctx, n) as i32 as i64 as u64
+}
+
 /// The `i`th argument word passed on the stack, read at function entry.
 #[inline(always)]
 fn stack_arg(ctx: &ProbeContext, i: usize) -> u64 {

@@ -71,6 +71,21 @@ def mapped_libraries(pid: int) -> dict[str, list[Path]]:
     return {kind: _unique_files(paths) for kind, paths in mapped.items()}
 
 
+def all_mapped_libraries() -> dict[str, list[Path]]:
+    """The CUDA libraries mapped by any process now running, by kind."""
+    found: dict[str, list[str]] = {kind: [] for kind in LIBRARY_NAMES}
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            mapped = mapped_libraries(int(entry.name))
+        except DiscoveryError:
+            continue  # exited meanwhile, or not ours to read
+        for kind, paths in mapped.items():
+            found[kind].extend(str(p) for p in paths)
+    return {kind: _unique_files(paths) for kind, paths in found.items()}
+
+
 def _ldconfig_paths(kind: str) -> Iterator[str]:
     try:
         out = subprocess.run(

@@ -17,6 +17,7 @@ from types import FrameType
 from ingero import _core
 from ingero.capture.discover import (
     DiscoveryError,
+    all_mapped_libraries,
     candidate_libraries,
     explicit_libraries,
     mapped_libraries,
@@ -25,6 +26,8 @@ from ingero.capture.discover import (
 from ingero.capture.privileges import missing_privileges
 
 POLL_SECONDS = 0.2
+# How often a trace of every process looks for library copies loaded since.
+RESCAN_SECONDS = 2.0
 
 
 class TraceError(Exception):
@@ -87,6 +90,14 @@ def resolve_libraries(request: TraceRequest) -> list[tuple[str, Path]]:
     try:
         if request.cuda_libs:
             found = explicit_libraries(request.cuda_libs)
+        elif not request.pids and not request.command:
+            found = candidate_libraries()
+            for kind, paths in all_mapped_libraries().items():
+                found[kind] = found.get(kind, []) + paths
+            if not any(found.values()):
+                raise TraceError(
+                    "no CUDA library (libcudart.so or libcuda.so) found on this machine; pass --cuda-lib PATH"
+                )
         elif request.command:
             found = candidate_libraries()
             if not any(found.values()):
@@ -126,6 +137,47 @@ def _wait_for_pids(pids: list[int], deadline: float | None, tick: Callable[[], N
         tick()
 
 
+def _wait_until(deadline: float | None, tick: Callable[[], None]) -> None:
+    while deadline is None or time.monotonic() < deadline:
+        time.sleep(POLL_SECONDS)
+        tick()
+
+
+class _Attacher:
+    """Attaches each library file once (a uprobe on a file covers every process
+    that maps it), remembering what it attached."""
+
+    def __init__(self, tracer: _core.Tracer, on_attach: Callable[[_core.Attachment], None]) -> None:
+        self.tracer = tracer
+        self.on_attach = on_attach
+        self.attachments: list[_core.Attachment] = []
+        self._seen: set[tuple[int, int]] = set()
+
+    def attach(self, kind: str, path: Path, *, required: bool = True) -> None:
+        try:
+            st = path.stat()
+        except OSError:
+            if required:
+                raise
+            return
+        if (st.st_dev, st.st_ino) in self._seen:
+            return
+        self._seen.add((st.st_dev, st.st_ino))
+        try:
+            attachment = self.tracer.attach(path, kind)
+        except _core.IngeroError:
+            if required:
+                raise
+            return  # a library seen later that exports nothing we trace
+        self.attachments.append(attachment)
+        self.on_attach(attachment)
+
+    def rescan(self) -> None:
+        for kind, paths in all_mapped_libraries().items():
+            for path in paths:
+                self.attach(kind, path, required=False)
+
+
 def run_trace(
     request: TraceRequest,
     on_attach: Callable[[_core.Attachment], None] = lambda a: None,
@@ -135,8 +187,7 @@ def run_trace(
     ends, or SIGINT/SIGTERM arrives; everything received is stored before returning."""
     if request.command and request.pids:
         raise TraceError("give either --pid or a command after --, not both")
-    if not request.command and not request.pids:
-        raise TraceError("nothing to trace: give --pid PID or a command after --")
+    trace_all = not request.command and not request.pids
     reason = missing_privileges()
     if reason:
         raise TraceError(reason)
@@ -146,15 +197,15 @@ def run_trace(
     libraries = resolve_libraries(request)
 
     try:
-        tracer = _core.Tracer()
-        attachments = [tracer.attach(path, kind) for kind, path in libraries]
+        tracer = _core.Tracer(trace_all=trace_all)
+        attacher = _Attacher(tracer, on_attach)
+        for kind, path in libraries:
+            attacher.attach(kind, path)
     except _core.IngeroError as err:
         raise TraceError(str(err)) from err
-    for attachment in attachments:
-        on_attach(attachment)
     for pid in request.pids:
         tracer.add_target(pid)
-    flags = f"duration={request.duration or 0}"
+    flags = f"duration={request.duration or 0} all_processes={int(trace_all)}"
     try:
         tracer.start(
             request.db,
@@ -167,10 +218,15 @@ def run_trace(
     except _core.IngeroError as err:
         raise TraceError(str(err)) from err
 
-    result = TraceResult(stats=tracer.stats(), attachments=attachments)
+    result = TraceResult(stats=tracer.stats(), attachments=attacher.attachments)
     deadline = None if request.duration is None else time.monotonic() + request.duration
+    next_rescan = time.monotonic() + RESCAN_SECONDS
 
     def tick() -> None:
+        nonlocal next_rescan
+        if trace_all and time.monotonic() >= next_rescan:
+            attacher.rescan()
+            next_rescan = time.monotonic() + RESCAN_SECONDS
         on_progress(tracer.stats())
 
     try:
@@ -178,8 +234,10 @@ def run_trace(
             if request.command:
                 result.command_pid = tracer.launch(request.command)
                 result.exit_code = _wait_for_command(result.command_pid, deadline, tick)
-            else:
+            elif request.pids:
                 _wait_for_pids(request.pids, deadline, tick)
+            else:
+                _wait_until(deadline, tick)
     except (KeyboardInterrupt, _Stop):
         result.interrupted = True
         if result.command_pid is not None:

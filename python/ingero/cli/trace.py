@@ -64,7 +64,8 @@ def trace(  # noqa: PLR0917 - Typer maps each parameter to an option
     ] = None,
     node: Annotated[str | None, typer.Option(help="Node name for event ids (default: hostname).")] = None,
 ) -> None:
-    """Trace CUDA runtime calls into SQLite: `ingero trace -- CMD` or `ingero trace --pid N`."""
+    """Trace CUDA calls into SQLite: `ingero trace -- CMD`, `ingero trace --pid N`, or, with
+    neither, every process that maps a CUDA library (until --duration or Ctrl+C)."""
     seconds = None
     if duration is not None:
         try:
@@ -87,7 +88,7 @@ def trace(  # noqa: PLR0917 - Typer maps each parameter to an option
         missing = f" (absent: {', '.join(a['missing'])})" if a["missing"] else ""
         stderr.print(f"attached {len(a['symbols'])} CUDA {a['kind']} probes to {a['library']}{missing}")
 
-    target = f"pid {pid}" if pid else Path(request.command[0]).name if request.command else ""
+    target = f"pid {pid}" if pid else Path(request.command[0]).name if request.command else "all processes"
     status = stderr.status(f"tracing {target}", spinner="dots") if stderr.is_terminal else nullcontext()
 
     def progress(s: _core.TraceStats) -> None:

@@ -11,7 +11,7 @@ use aya_ebpf::{
 };
 use ingero_common::codes::{cuda_op, graph_op, source};
 use ingero_ebpf::{
-    CallEntry, arg, arg1_from_entry, arg1_from_out_param, enter, read_out_param, set_thread_device,
+    CallEntry, arg, arg1_from_entry, arg1_from_out_param, enter, int_arg, read_out_param, set_thread_device,
     take_entry, traced_call,
 };
 
@@ -87,7 +87,7 @@ traced_call!(
     cuda_memcpy_ret,
     source::CUDA,
     cuda_op::MEMCPY,
-    |ctx| (arg(&ctx, 2), arg(&ctx, 3), 0),
+    |ctx| (arg(&ctx, 2), int_arg(&ctx, 3), 0),
     arg1_from_entry
 );
 // cudaMemcpyAsync(void *dst, const void *src, size_t count, cudaMemcpyKind kind, cudaStream_t)
@@ -96,7 +96,7 @@ traced_call!(
     cuda_memcpy_async_ret,
     source::CUDA,
     cuda_op::MEMCPY_ASYNC,
-    |ctx| (arg(&ctx, 2), arg(&ctx, 3), 0),
+    |ctx| (arg(&ctx, 2), int_arg(&ctx, 3), 0),
     arg1_from_entry
 );
 // cudaMemcpy2D(void *dst, size_t dpitch, const void *src, size_t spitch, size_t width,
@@ -106,7 +106,7 @@ traced_call!(
     cuda_memcpy_2d_ret,
     source::CUDA,
     cuda_op::MEMCPY_2D,
-    |ctx| (arg(&ctx, 4).wrapping_mul(arg(&ctx, 5)), arg(&ctx, 6), 0),
+    |ctx| (arg(&ctx, 4).wrapping_mul(arg(&ctx, 5)), int_arg(&ctx, 6), 0),
     arg1_from_entry
 );
 // cudaMemcpy2DAsync(..., cudaMemcpyKind kind, cudaStream_t stream)
@@ -115,7 +115,7 @@ traced_call!(
     cuda_memcpy_2d_async_ret,
     source::CUDA,
     cuda_op::MEMCPY_2D_ASYNC,
-    |ctx| (arg(&ctx, 4).wrapping_mul(arg(&ctx, 5)), arg(&ctx, 6), 0),
+    |ctx| (arg(&ctx, 4).wrapping_mul(arg(&ctx, 5)), int_arg(&ctx, 6), 0),
     arg1_from_entry
 );
 // cudaMemcpyPeer(void *dst, int dstDevice, const void *src, int srcDevice, size_t count)
@@ -124,7 +124,7 @@ traced_call!(
     cuda_memcpy_peer_ret,
     source::CUDA,
     cuda_op::MEMCPY_PEER,
-    |ctx| (arg(&ctx, 4), arg(&ctx, 1) as u32 as u64, 0),
+    |ctx| (arg(&ctx, 4), int_arg(&ctx, 1), 0),
     arg1_from_entry
 );
 // cudaMemcpyPeerAsync(void *dst, int dstDevice, const void *src, int srcDevice, size_t count,
@@ -134,7 +134,7 @@ traced_call!(
     cuda_memcpy_peer_async_ret,
     source::CUDA,
     cuda_op::MEMCPY_PEER_ASYNC,
-    |ctx| (arg(&ctx, 4), arg(&ctx, 1) as u32 as u64, 0),
+    |ctx| (arg(&ctx, 4), int_arg(&ctx, 1), 0),
     arg1_from_entry
 );
 // cudaStreamSynchronize(cudaStream_t stream)
@@ -162,7 +162,7 @@ traced_call!(
     cuda_stream_begin_capture_ret,
     source::CUDA_GRAPH,
     graph_op::BEGIN_CAPTURE,
-    |ctx| (arg(&ctx, 0), arg(&ctx, 1) as u32 as u64, 0),
+    |ctx| (arg(&ctx, 0), int_arg(&ctx, 1), 0),
     arg1_from_entry
 );
 // cudaStreamEndCapture(cudaStream_t stream, cudaGraph_t *pGraph)
@@ -200,7 +200,7 @@ const SET_DEVICE: (u8, u8) = (0, 1);
 #[uprobe]
 pub fn cuda_set_device(ctx: ProbeContext) -> u32 {
     // cudaSetDevice(int device)
-    enter(SET_DEVICE.0, SET_DEVICE.1, arg(&ctx, 0) as u32 as u64, 0, 0);
+    enter(SET_DEVICE.0, SET_DEVICE.1, int_arg(&ctx, 0), 0, 0);
     0
 }
 
