@@ -7,6 +7,7 @@ never from constants that could agree with a broken tracer by accident.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -381,3 +382,21 @@ def test_driver_api_and_the_remaining_runtime_copies(tmp_path: Path, simcuda_lib
     assert {r[0] for r in of("cuLaunchKernel")} == {made["driver"]["function"]}
     assert Counter(str(r[1]) for r in of("cuMemcpyAsync")) == Counter(apis["cuMemcpyAsync"]["handles"])
     assert all(r[1] != 0 for r in of("cuMemAlloc") + of("cudaMallocManaged"))
+
+
+def test_a_flood_that_overruns_the_ring_buffer_is_counted_exactly(
+    tmp_path: Path, simcuda_lib: Path, db_rows: Any
+) -> None:
+    db, summary = tmp_path / "trace.db", tmp_path / "w.json"
+    run = run_cli(
+        "trace", "--db", str(db), "--cuda-lib", str(simcuda_lib), "--ringbuf-size", "4096", "--",
+        *workload_cmd(simcuda_lib, summary, "--threads=3", "--launches=24000", "--kernel-ns=0"),
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr
+    apis = load_json(summary)["apis"]
+    calls = sum(apis[s]["calls"] for s in TRACED if s in apis)
+    received, stored, dropped = map(int, re.findall(r"\d+", stats_line(run.stdout)))
+    assert dropped > 0, "a 4 KiB ring buffer should overflow under this flood"
+    assert received == stored
+    assert stored + dropped == calls
+    assert db_rows(db, "SELECT COUNT(*) FROM events") == [(stored,)]

@@ -42,6 +42,7 @@ class TraceRequest:
     command: list[str] = field(default_factory=list)
     duration: float | None = None
     cuda_libs: list[Path] = field(default_factory=list)
+    ringbuf_bytes: int = 8 << 20
 
 
 @dataclass
@@ -197,7 +198,7 @@ def run_trace(
     libraries = resolve_libraries(request)
 
     try:
-        tracer = _core.Tracer(trace_all=trace_all)
+        tracer = _core.Tracer(trace_all=trace_all, ringbuf_bytes=request.ringbuf_bytes)
         attacher = _Attacher(tracer, on_attach)
         for kind, path in libraries:
             attacher.attach(kind, path)

@@ -63,6 +63,10 @@ def trace(  # noqa: PLR0917 - Typer maps each parameter to an option
         ),
     ] = None,
     node: Annotated[str | None, typer.Option(help="Node name for event ids (default: hostname).")] = None,
+    ringbuf_size: Annotated[
+        int,
+        typer.Option(help="Bytes of each probe family's ring buffer (a power of two, at least 4096)."),
+    ] = 8 << 20,
 ) -> None:
     """Trace CUDA calls into SQLite: `ingero trace -- CMD`, `ingero trace --pid N`, or, with
     neither, every process that maps a CUDA library (until --duration or Ctrl+C)."""
@@ -74,6 +78,8 @@ def trace(  # noqa: PLR0917 - Typer maps each parameter to an option
             fail(f"--duration: {err}")
     if node is not None and (":" in node or not node):
         fail("--node: must be non-empty and contain no ':'")
+    if ringbuf_size < 4096 or ringbuf_size & (ringbuf_size - 1):
+        fail(f"--ringbuf-size: {ringbuf_size} is not a power of two of at least 4096")
     database = db if db is not None else default_db_path(create_dir=True)
     request = TraceRequest(
         db=database,
@@ -82,6 +88,7 @@ def trace(  # noqa: PLR0917 - Typer maps each parameter to an option
         command=list(command or []),
         duration=seconds,
         cuda_libs=list(cuda_lib or []),
+        ringbuf_bytes=ringbuf_size,
     )
 
     def attached(a: _core.Attachment) -> None:
