@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import re
+import shlex
 import shutil
 import subprocess
 import sys
@@ -400,3 +401,25 @@ def test_a_flood_that_overruns_the_ring_buffer_is_counted_exactly(
     assert received == stored
     assert stored + dropped == calls
     assert db_rows(db, "SELECT COUNT(*) FROM events") == [(stored,)]
+
+
+def test_children_of_the_traced_command_are_traced_from_their_start(
+    tmp_path: Path, simcuda_lib: Path, db_rows: Any
+) -> None:
+    # A shell that forks two workloads (fork, then exec): neither pid exists
+    # when the trace starts, and only the fork tracepoint can enrol them in time.
+    db = tmp_path / "trace.db"
+    first, second = (
+        shlex.join(workload_cmd(simcuda_lib, tmp_path / f"{n}.json", "--mallocs=2", "--launches=7"))
+        for n in ("first", "second")
+    )
+    run = run_cli(
+        "trace", "--db", str(db), "--cuda-lib", str(simcuda_lib), "--",
+        "sh", "-c", f"{first} & {second}; wait",
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr
+    assert "warning" not in run.stderr
+    for name in ("first", "second"):
+        made = load_json(tmp_path / f"{name}.json")
+        expected = sum(made["apis"][s]["calls"] for s in TRACED if s in made["apis"])
+        assert db_rows(db, "SELECT COUNT(*) FROM events WHERE pid = ?", made["pid"]) == [(expected,)]

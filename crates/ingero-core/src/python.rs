@@ -127,6 +127,17 @@ impl PyTracer {
         })
     }
 
+    /// What does not work in this trace, one line each.
+    fn warnings(&self) -> PyResult<Vec<String>> {
+        self.with(|t| Ok(t.warnings()))
+    }
+
+    /// Drops targets that exited (and threads the fork probe enrolled); returns
+    /// how many remain.
+    fn prune_targets(&self, py: Python<'_>) -> PyResult<usize> {
+        py.detach(|| self.with(|t| Ok(t.prune_targets())))
+    }
+
     fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
         let s = self.with(|t| Ok(t.stats()))?;
         stats_dict(py, &s)

@@ -83,6 +83,38 @@ impl Tracer {
         &self.attachments
     }
 
+    /// What does not work in this trace, worded for the user (deduplicated).
+    pub fn warnings(&self) -> Vec<String> {
+        let mut warnings: Vec<String> = self
+            .probes
+            .iter()
+            .filter_map(|f| f.fork_following_error.as_ref())
+            .map(|e| format!("children of traced processes will not be followed: {e}"))
+            .collect();
+        warnings.dedup();
+        warnings
+    }
+
+    /// Removes targets that are gone or are threads (the fork tracepoint enrols
+    /// every new task it cannot tell apart); returns how many remain.
+    pub fn prune_targets(&mut self) -> usize {
+        let is_live_process = |pid: u32| {
+            std::fs::read_to_string(format!("/proc/{pid}/status")).is_ok_and(|status| {
+                status.lines().any(|l| l.strip_prefix("Tgid:").is_some_and(|t| t.trim() == pid.to_string()))
+            })
+        };
+        let mut remaining = 0;
+        for maps in &mut self.maps {
+            let stale: Vec<u32> =
+                maps.targets.keys().flatten().filter(|&pid| !is_live_process(pid)).collect();
+            for pid in &stale {
+                let _ = maps.targets.remove(pid);
+            }
+            remaining = maps.targets.keys().count();
+        }
+        remaining
+    }
+
     /// Records the calls of process `pid` in every family.
     pub fn add_target(&mut self, pid: u32) -> Result<()> {
         for maps in &mut self.maps {

@@ -12,14 +12,37 @@ use aya_ebpf::{
     },
     macros::map,
     maps::{HashMap, LruHashMap, PerCpuArray, RingBuf},
-    programs::{ProbeContext, RetProbeContext},
+    programs::{ProbeContext, RetProbeContext, TracePointContext},
 };
 use ingero_common::event::{CallEvent, EventHeader, counter};
 
 /// Processes (tgids) whose calls are recorded. User space fills it with the
-/// `--pid` targets or the launched command before that command runs.
+/// `--pid` targets or the launched command before that command runs; the fork
+/// tracepoint adds their children (and, as the tracepoint cannot tell, new
+/// threads, which user space prunes).
 #[map]
-pub static TARGET_PIDS: HashMap<u32, u8> = HashMap::with_max_entries(4096, 0);
+pub static TARGET_PIDS: HashMap<u32, u8> = HashMap::with_max_entries(65536, 0);
+
+/// Offset of `child_pid` in the sched_process_fork record, read by the loader
+/// from the tracepoint's format file (it moved when 6.x made comm dynamic).
+#[unsafe(no_mangle)]
+static FORK_CHILD_PID_OFFSET: u32 = 0;
+
+/// Enrols the new task if a target process forked it, so children of a traced
+/// command (DataLoader workers, torchrun ranks) are traced from their start.
+#[inline(always)]
+pub fn enrol_forked_child(ctx: &TracePointContext) {
+    // SAFETY: read-only globals patched by the loader.
+    let offset = unsafe { core::ptr::read_volatile(&FORK_CHILD_PID_OFFSET) };
+    let parent = (bpf_get_current_pid_tgid() >> 32) as u32;
+    if offset == 0 || unsafe { TARGET_PIDS.get(parent) }.is_none() {
+        return;
+    }
+    // SAFETY: a field of the tracepoint record at the offset its format gives.
+    if let Ok(child) = unsafe { ctx.read_at::<i32>(offset as usize) } {
+        let _ = TARGET_PIDS.insert(child as u32, 1, 0);
+    }
+}
 
 /// Set to 1 by the loader to record every process that calls the library.
 #[unsafe(no_mangle)]
@@ -228,6 +251,19 @@ fn emit(source: u8, op: u8, pid_tgid: u64, entry: &CallEntry, arg1: u64, ret_cod
 #[panic_handler]
 fn panic(_info: &core::panic::PanicInfo) -> ! {
     loop {}
+}
+
+/// Defines `enrol_forked_child`, the sched_process_fork tracepoint program of
+/// a family (each family object has its own target map to keep).
+#[macro_export]
+macro_rules! follow_forks {
+    () => {
+        #[::aya_ebpf::macros::tracepoint]
+        pub fn enrol_forked_child(ctx: ::aya_ebpf::programs::TracePointContext) -> u32 {
+            $crate::enrol_forked_child(&ctx);
+            0
+        }
+    };
 }
 
 /// Defines the entry and return programs of one traced call.

@@ -183,6 +183,7 @@ def run_trace(
     request: TraceRequest,
     on_attach: Callable[[_core.Attachment], None] = lambda a: None,
     on_progress: Callable[[_core.TraceStats], None] = lambda s: None,
+    on_warning: Callable[[str], None] = lambda w: None,
 ) -> TraceResult:
     """Traces `request` until its command exits, its pids are gone, the duration
     ends, or SIGINT/SIGTERM arrives; everything received is stored before returning."""
@@ -204,6 +205,8 @@ def run_trace(
             attacher.attach(kind, path)
     except _core.IngeroError as err:
         raise TraceError(str(err)) from err
+    for warning in [] if trace_all else tracer.warnings():
+        on_warning(warning)
     for pid in request.pids:
         tracer.add_target(pid)
     flags = f"duration={request.duration or 0} all_processes={int(trace_all)}"
@@ -225,8 +228,11 @@ def run_trace(
 
     def tick() -> None:
         nonlocal next_rescan
-        if trace_all and time.monotonic() >= next_rescan:
-            attacher.rescan()
+        if time.monotonic() >= next_rescan:
+            if trace_all:
+                attacher.rescan()
+            else:
+                tracer.prune_targets()
             next_rescan = time.monotonic() + RESCAN_SECONDS
         on_progress(tracer.stats())
 

@@ -104,7 +104,12 @@ def trace(  # noqa: PLR0917 - Typer maps each parameter to an option
 
     try:
         with status:
-            result = run_trace(request, on_attach=attached, on_progress=progress)
+            result = run_trace(
+                request,
+                on_attach=attached,
+                on_progress=progress,
+                on_warning=lambda w: stderr.print(f"[bold yellow]warning:[/] {w}"),
+            )
     except TraceError as err:
         fail(str(err))
     _report(result, database)

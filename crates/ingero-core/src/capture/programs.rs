@@ -8,7 +8,7 @@ use anyhow::{Context as _, Result, anyhow, bail};
 use aya::{
     Ebpf, EbpfLoader,
     maps::{HashMap, MapData, PerCpuArray, RingBuf},
-    programs::{UProbe, uprobe::UProbeScope},
+    programs::{TracePoint, UProbe, uprobe::UProbeScope},
 };
 
 /// The library a family of probes attaches to.
@@ -105,6 +105,25 @@ pub struct Attachment {
 pub struct ProbeFamily {
     pub library: Library,
     ebpf: Ebpf,
+    /// Why children of targets are not followed, if they are not.
+    pub fork_following_error: Option<String>,
+}
+
+/// Offset of `child_pid` in a sched_process_fork record, from the tracepoint's
+/// format file: it differs between kernels (6.x made the comm fields dynamic).
+fn fork_child_pid_offset() -> Result<u32> {
+    let format = ["/sys/kernel/tracing", "/sys/kernel/debug/tracing"]
+        .iter()
+        .find_map(|root| {
+            std::fs::read_to_string(format!("{root}/events/sched/sched_process_fork/format")).ok()
+        })
+        .context("tracefs is not mounted (mount -t tracefs nodev /sys/kernel/tracing)")?;
+    let line = format
+        .lines()
+        .find(|l| l.contains(" child_pid;"))
+        .context("sched_process_fork has no child_pid field")?;
+    let offset = line.split(';').find_map(|f| f.trim().strip_prefix("offset:")).context("no offset")?;
+    Ok(offset.trim().parse()?)
 }
 
 fn permission_hint(err: &(dyn std::error::Error + 'static)) -> bool {
@@ -137,9 +156,12 @@ impl ProbeFamily {
             bail!("this build of ingero has no eBPF programs embedded (built with AYA_BUILD_SKIP)");
         }
         raise_memlock_limit();
+        let fork_offset = fork_child_pid_offset();
+        let child_pid_offset = *fork_offset.as_ref().unwrap_or(&0);
         let trace_all = u8::from(trace_all);
         let mut ebpf = EbpfLoader::new()
             .override_global("TRACE_ALL", &trace_all, true)
+            .override_global("FORK_CHILD_PID_OFFSET", &child_pid_offset, true)
             .map_max_entries("EVENTS", ringbuf_bytes)
             .load(object)
             .map_err(|err| {
@@ -156,7 +178,11 @@ impl ProbeFamily {
                     .with_context(|| format!("the kernel rejected program {name}"))?;
             }
         }
-        Ok(Self { library, ebpf })
+        let fork_following_error = match fork_offset {
+            Ok(_) => follow_forks(&mut ebpf).err().map(|e| format!("{e:#}")),
+            Err(e) => Some(format!("{e:#}")),
+        };
+        Ok(Self { library, ebpf, fork_following_error })
     }
 
     /// Attaches every probe whose symbol `path` exports. A file with none of
@@ -205,6 +231,16 @@ impl ProbeFamily {
     fn take_map(&mut self, name: &str) -> Result<aya::maps::Map> {
         self.ebpf.take_map(name).ok_or_else(|| anyhow!("eBPF object lacks map {name}"))
     }
+}
+
+fn follow_forks(ebpf: &mut Ebpf) -> Result<()> {
+    let program: &mut TracePoint = ebpf
+        .program_mut("enrol_forked_child")
+        .ok_or_else(|| anyhow!("eBPF object lacks enrol_forked_child"))?
+        .try_into()?;
+    program.load()?;
+    program.attach("sched", "sched_process_fork")?;
+    Ok(())
 }
 
 fn uprobe<'a>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut UProbe> {

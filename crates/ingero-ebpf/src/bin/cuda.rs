@@ -214,6 +214,8 @@ pub fn cuda_set_device_ret(ctx: RetProbeContext) -> u32 {
     0
 }
 
+ingero_ebpf::follow_forks!();
+
 #[unsafe(link_section = "license")]
 #[unsafe(no_mangle)]
 static LICENSE: [u8; 13] = *b"Dual MIT/GPL\0";

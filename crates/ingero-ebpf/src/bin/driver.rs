@@ -62,6 +62,8 @@ traced_call!(
     arg1_from_out_param
 );
 
+ingero_ebpf::follow_forks!();
+
 #[unsafe(link_section = "license")]
 #[unsafe(no_mangle)]
 static LICENSE: [u8; 13] = *b"Dual MIT/GPL\0";
