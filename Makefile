@@ -5,7 +5,7 @@ CACHE ?= $(or $(INGERO_CACHE_DIR),$(HOME)/.cache/ingero)
 export PATH := $(CACHE)/bpf-linker/bin:$(VENV)/bin:$(PATH)
 DEMO_DB ?= $(CURDIR)/ingero-demo.db
 
-.PHONY: setup demo test lint rust-test py-test wheel clean
+.PHONY: setup demo test lint rust-test py-test wheel bench clean
 
 setup:
 	@bash scripts/setup.sh
@@ -20,8 +20,8 @@ test: setup lint rust-test py-test
 lint:
 	cargo fmt --all --check
 	cargo clippy --workspace --all-targets -- -D warnings
-	ruff check python tests
-	ruff format --check python tests
+	ruff check python tests benches
+	ruff format --check python tests benches
 	mypy
 	python -m mypy.stubtest ingero._core --allowlist tests/stubtest-allowlist.txt
 
@@ -30,6 +30,11 @@ rust-test:
 
 py-test:
 	pytest
+
+# Speed goals are measured here, never by timed tests. Needs root and bpftrace.
+bench: setup
+	@command -v bpftrace >/dev/null || apt-get install -y -qq --no-install-recommends bpftrace
+	python benches/uprobe_overhead.py --json benches/results/uprobe_overhead.json
 
 wheel: setup
 	maturin build --release --out dist

@@ -21,7 +21,9 @@ use crate::store::{EventRow, Writer};
 /// commit, small enough that a quiet trace still lands on disk promptly.
 const BATCH_ROWS: usize = 4096;
 const BATCH_AGE: Duration = Duration::from_millis(100);
-const POLL_TIMEOUT_MS: i32 = 50;
+/// How long events may wait in the ring when the probes do not wake the
+/// drainer (they do once a quarter of the ring is used).
+const POLL_TIMEOUT_MS: i32 = 10;
 
 /// Counters the drainer keeps, readable while it runs.
 #[derive(Debug, Default)]

@@ -6,6 +6,7 @@
 #![no_std]
 
 use aya_ebpf::{
+    bindings::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
     helpers::{
         bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read_user,
         generated::bpf_get_current_cgroup_id,
@@ -77,6 +78,12 @@ static CALLS: HashMap<CallKey, CallEntry> = HashMap::with_max_entries(16384, 0);
 
 #[map]
 static EVENTS: RingBuf = RingBuf::with_byte_size(8 << 20, 0);
+
+/// Unread bytes in EVENTS past which a submit wakes the drainer; below it the
+/// drainer finds events on its own short poll. Waking it per event would cost
+/// the traced thread more than the probe itself. Set by the loader.
+#[unsafe(no_mangle)]
+static WAKEUP_BYTES: u64 = 0;
 
 #[map]
 static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(counter::COUNT, 0);
@@ -242,7 +249,10 @@ fn emit(source: u8, op: u8, pid_tgid: u64, entry: &CallEntry, arg1: u64, ret_cod
         // SAFETY: the value is copied out at once.
         gpu_id: unsafe { THREAD_DEVICE.get(pid_tgid) }.copied().unwrap_or(0),
     });
-    slot.submit(0);
+    // SAFETY: a read-only global patched by the loader.
+    let wakeup_bytes = unsafe { core::ptr::read_volatile(&WAKEUP_BYTES) };
+    let pending = EVENTS.query(BPF_RB_AVAIL_DATA.into());
+    slot.submit(if pending >= wakeup_bytes { BPF_RB_FORCE_WAKEUP } else { BPF_RB_NO_WAKEUP }.into());
 }
 
 // Host-side `cargo clippy` builds these crates beside std; only the BPF target

@@ -159,9 +159,13 @@ impl ProbeFamily {
         let fork_offset = fork_child_pid_offset();
         let child_pid_offset = *fork_offset.as_ref().unwrap_or(&0);
         let trace_all = u8::from(trace_all);
+        // Wake the drainer once a quarter of the ring is waiting; otherwise it
+        // polls (drain.rs), so a burst never fills the ring before it is read.
+        let wakeup_bytes = u64::from(ringbuf_bytes / 4);
         let mut ebpf = EbpfLoader::new()
             .override_global("TRACE_ALL", &trace_all, true)
             .override_global("FORK_CHILD_PID_OFFSET", &child_pid_offset, true)
+            .override_global("WAKEUP_BYTES", &wakeup_bytes, true)
             .map_max_entries("EVENTS", ringbuf_bytes)
             .load(object)
             .map_err(|err| {
