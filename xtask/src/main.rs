@@ -13,7 +13,7 @@ use anyhow::{Context as _, Result, bail};
 use object::{Object as _, ObjectSection as _, ObjectSymbol as _};
 
 /// The objects ingero-core's build script leaves in its OUT_DIR.
-const OBJECTS: &[&str] = &["ingero-cuda", "ingero-driver"];
+const OBJECTS: &[&str] = &["ingero-cuda", "ingero-driver", "ingero-nccl"];
 
 fn core_out_dir() -> Result<PathBuf> {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());

@@ -60,10 +60,13 @@ impl PyTracer {
 
 #[pymethods]
 impl PyTracer {
+    /// Loads the runtime and driver probe families, and NCCL's if `nccl`.
     #[new]
-    #[pyo3(signature = (trace_all = false, ringbuf_bytes = 8 << 20))]
-    fn new(py: Python<'_>, trace_all: bool, ringbuf_bytes: u32) -> PyResult<Self> {
-        let tracer = py.detach(|| Tracer::new(trace_all, ringbuf_bytes)).map_err(to_py)?;
+    #[pyo3(signature = (trace_all = false, ringbuf_bytes = 8 << 20, nccl = false))]
+    fn new(py: Python<'_>, trace_all: bool, ringbuf_bytes: u32, nccl: bool) -> PyResult<Self> {
+        let libraries: Vec<Library> =
+            Library::ALL.into_iter().filter(|&l| nccl || l != Library::Nccl).collect();
+        let tracer = py.detach(|| Tracer::new(&libraries, trace_all, ringbuf_bytes)).map_err(to_py)?;
         Ok(Self { inner: Mutex::new(tracer) })
     }
 

@@ -48,10 +48,10 @@ pub struct Tracer {
 }
 
 impl Tracer {
-    /// Loads every probe family; nothing is attached yet.
-    pub fn new(trace_all: bool, ringbuf_bytes: u32) -> Result<Self> {
+    /// Loads the probe families of `libraries`; nothing is attached yet.
+    pub fn new(libraries: &[Library], trace_all: bool, ringbuf_bytes: u32) -> Result<Self> {
         let (mut probes, mut maps, mut events) = (Vec::new(), Vec::new(), Vec::new());
-        for library in Library::ALL {
+        for &library in libraries {
             let mut family = ProbeFamily::load(library, trace_all, ringbuf_bytes)?;
             maps.push(FamilyMaps { targets: family.take_targets()?, counters: family.take_counters()? });
             events.push(family.take_events()?);
@@ -73,7 +73,7 @@ impl Tracer {
             .probes
             .iter_mut()
             .find(|f| f.library == library)
-            .ok_or_else(|| anyhow!("the trace has stopped"))?;
+            .ok_or_else(|| anyhow!("the {} probes are not loaded in this trace", library.name()))?;
         let attachment = family.attach(path)?;
         self.attachments.push(attachment.clone());
         Ok(attachment)

@@ -13,9 +13,11 @@ from pathlib import Path
 
 RUNTIME = "runtime"
 DRIVER = "driver"
+NCCL = "nccl"
 LIBRARY_NAMES = {
     RUNTIME: re.compile(r"^libcudart\.so(\.\d+)*$"),
     DRIVER: re.compile(r"^libcuda\.so(\.\d+)*$"),
+    NCCL: re.compile(r"^libnccl\.so(\.\d+)*$"),
 }
 # Where the driver is installed outside the dynamic loader's cache.
 DRIVER_DIRS = ["/usr/lib/x86_64-linux-gnu", "/usr/lib/aarch64-linux-gnu", "/usr/lib64", "/usr/lib/wsl/lib"]
@@ -105,9 +107,10 @@ def _search_dirs(env: dict[str, str]) -> Iterator[str]:
         if entry:
             yield entry
     yield from sorted(glob.glob("/usr/local/cuda*/lib64")) + sorted(glob.glob("/usr/local/cuda*/lib"))
-    # pip's nvidia-cuda-runtime-cu12 wheel, in this interpreter's environment.
+    # pip's nvidia-cuda-runtime-cu12 / nvidia-nccl-cu12 wheels, in this interpreter's environment.
     for site in sys.path:
         yield os.path.join(site, "nvidia", "cuda_runtime", "lib")
+        yield os.path.join(site, "nvidia", "nccl", "lib")
 
 
 def candidate_libraries(env: dict[str, str] | None = None) -> dict[str, list[Path]]:
@@ -119,7 +122,7 @@ def candidate_libraries(env: dict[str, str] | None = None) -> dict[str, list[Pat
         paths: list[str] = []
         dirs = list(_search_dirs(env)) + (DRIVER_DIRS if kind == DRIVER else [])
         for directory in dirs:
-            matches = glob.glob(os.path.join(directory, "libcuda*.so*"))
+            matches = glob.glob(os.path.join(directory, "lib*.so*"))
             paths.extend(sorted(p for p in matches if library_kind(p) == kind))
         paths.extend(_ldconfig_paths(kind))
         found[kind] = _unique_files(paths)

@@ -16,6 +16,9 @@ from types import FrameType
 
 from ingero import _core
 from ingero.capture.discover import (
+    DRIVER,
+    NCCL,
+    RUNTIME,
     DiscoveryError,
     all_mapped_libraries,
     candidate_libraries,
@@ -43,6 +46,7 @@ class TraceRequest:
     duration: float | None = None
     cuda_libs: list[Path] = field(default_factory=list)
     ringbuf_bytes: int = 8 << 20
+    nccl: bool = False
 
 
 @dataclass
@@ -118,6 +122,10 @@ def resolve_libraries(request: TraceRequest) -> list[tuple[str, Path]]:
                     found.setdefault(kind, []).extend(paths)
     except DiscoveryError as err:
         raise TraceError(str(err)) from err
+    if not request.nccl and request.cuda_libs and found.get(NCCL):
+        raise TraceError(f"--cuda-lib {found[NCCL][0]} is an NCCL library: add --nccl to trace it")
+    if not request.nccl:
+        found.pop(NCCL, None)
     return [(kind, path) for kind, paths in found.items() for path in paths]
 
 
@@ -173,9 +181,9 @@ class _Attacher:
         self.attachments.append(attachment)
         self.on_attach(attachment)
 
-    def rescan(self) -> None:
+    def rescan(self, kinds: set[str]) -> None:
         for kind, paths in all_mapped_libraries().items():
-            for path in paths:
+            for path in paths if kind in kinds else []:
                 self.attach(kind, path, required=False)
 
 
@@ -199,7 +207,7 @@ def run_trace(
     libraries = resolve_libraries(request)
 
     try:
-        tracer = _core.Tracer(trace_all=trace_all, ringbuf_bytes=request.ringbuf_bytes)
+        tracer = _core.Tracer(trace_all=trace_all, ringbuf_bytes=request.ringbuf_bytes, nccl=request.nccl)
         attacher = _Attacher(tracer, on_attach)
         for kind, path in libraries:
             attacher.attach(kind, path)
@@ -209,7 +217,7 @@ def run_trace(
         on_warning(warning)
     for pid in request.pids:
         tracer.add_target(pid)
-    flags = f"duration={request.duration or 0} all_processes={int(trace_all)}"
+    flags = f"duration={request.duration or 0} all_processes={int(trace_all)} nccl={int(request.nccl)}"
     try:
         tracer.start(
             request.db,
@@ -230,7 +238,7 @@ def run_trace(
         nonlocal next_rescan
         if time.monotonic() >= next_rescan:
             if trace_all:
-                attacher.rescan()
+                attacher.rescan({RUNTIME, DRIVER} | ({NCCL} if request.nccl else set()))
             else:
                 tracer.prune_targets()
             next_rescan = time.monotonic() + RESCAN_SECONDS

@@ -59,10 +59,13 @@ def trace(  # noqa: PLR0917 - Typer maps each parameter to an option
     cuda_lib: Annotated[
         list[Path] | None,
         typer.Option(
-            "--cuda-lib", help="libcudart.so / libcuda.so to attach to (repeatable); skips discovery."
+            "--cuda-lib", help="libcudart / libcuda / libnccl to attach to (repeatable); skips discovery."
         ),
     ] = None,
     node: Annotated[str | None, typer.Option(help="Node name for event ids (default: hostname).")] = None,
+    nccl: Annotated[
+        bool, typer.Option("--nccl", help="Also trace NCCL communicators and collectives (libnccl).")
+    ] = False,
     ringbuf_size: Annotated[
         int,
         typer.Option(help="Bytes of each probe family's ring buffer (a power of two, at least 4096)."),
@@ -89,6 +92,7 @@ def trace(  # noqa: PLR0917 - Typer maps each parameter to an option
         duration=seconds,
         cuda_libs=list(cuda_lib or []),
         ringbuf_bytes=ringbuf_size,
+        nccl=nccl,
     )
 
     def attached(a: _core.Attachment) -> None:

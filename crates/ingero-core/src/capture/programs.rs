@@ -18,15 +18,18 @@ pub enum Library {
     Runtime,
     /// libcuda: the driver API.
     Driver,
+    /// libnccl: communicators and collectives (opt-in).
+    Nccl,
 }
 
 impl Library {
-    pub const ALL: [Library; 2] = [Library::Runtime, Library::Driver];
+    pub const ALL: [Library; 3] = [Library::Runtime, Library::Driver, Library::Nccl];
 
     pub fn name(self) -> &'static str {
         match self {
             Library::Runtime => "runtime",
             Library::Driver => "driver",
+            Library::Nccl => "nccl",
         }
     }
 
@@ -34,9 +37,11 @@ impl Library {
     fn object(self) -> &'static [u8] {
         static CUDA: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/ingero-cuda"));
         static DRIVER: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/ingero-driver"));
+        static NCCL: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/ingero-nccl"));
         match self {
             Library::Runtime => CUDA,
             Library::Driver => DRIVER,
+            Library::Nccl => NCCL,
         }
     }
 
@@ -44,6 +49,7 @@ impl Library {
         match self {
             Library::Runtime => RUNTIME_PROBES,
             Library::Driver => DRIVER_PROBES,
+            Library::Nccl => NCCL_PROBES,
         }
     }
 }
@@ -88,6 +94,18 @@ const DRIVER_PROBES: &[Probe] = &[
     probe(&["cuCtxSynchronize"], "cu_ctx_synchronize"),
     probe(&["cuMemAlloc", "cuMemAlloc_v2"], "cu_mem_alloc"),
     probe(&["cuMemAllocManaged"], "cu_mem_alloc_managed"),
+];
+
+const NCCL_PROBES: &[Probe] = &[
+    probe(&["ncclCommInitRank"], "nccl_comm_init_rank"),
+    probe(&["ncclCommInitAll"], "nccl_comm_init_all"),
+    probe(&["ncclCommDestroy"], "nccl_comm_destroy"),
+    probe(&["ncclAllReduce"], "nccl_all_reduce"),
+    probe(&["ncclAllGather"], "nccl_all_gather"),
+    probe(&["ncclReduceScatter"], "nccl_reduce_scatter"),
+    probe(&["ncclBroadcast"], "nccl_broadcast"),
+    probe(&["ncclSend"], "nccl_send"),
+    probe(&["ncclRecv"], "nccl_recv"),
 ];
 
 /// What attaching to one library file achieved.
