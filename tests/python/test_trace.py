@@ -423,3 +423,52 @@ def test_children_of_the_traced_command_are_traced_from_their_start(
         made = load_json(tmp_path / f"{name}.json")
         expected = sum(made["apis"][s]["calls"] for s in TRACED if s in made["apis"])
         assert db_rows(db, "SELECT COUNT(*) FROM events WHERE pid = ?", made["pid"]) == [(expected,)]
+
+
+def test_nccl_communicators_and_collectives_are_stored_with_their_communicator(
+    tmp_path: Path, simcuda_lib: Path, db_rows: Any
+) -> None:
+    db, summary = tmp_path / "trace.db", tmp_path / "w.json"
+    nccl_lib = simcuda_lib.parent / "libnccl.so.2"
+    flags = [
+        "--nccl-lib", str(nccl_lib), "--nccl-ranks=2", "--nccl-allreduce=3", "--nccl-allgather=2",
+        "--nccl-reducescatter=2", "--nccl-broadcast=2", "--nccl-send=2", "--nccl-recv=2",
+        "--nccl-init-all=2", "--nccl-count=65536", "--nccl-dtype=6",
+    ]  # fmt: skip
+    run = run_cli(
+        "trace", "--nccl", "--db", str(db), "--cuda-lib", str(simcuda_lib), "--cuda-lib", str(nccl_lib), "--",
+        *workload_cmd(simcuda_lib, summary, *flags),
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr
+    made = load_json(summary)
+    apis, nranks = made["apis"], made["nccl"]["nranks"]
+    rows = db_rows(
+        db,
+        "SELECT o.name, e.arg0, e.arg1, e.ret_code FROM events e "
+        "JOIN ops o ON o.source_id = e.source AND o.op_id = e.op WHERE e.source = 9",
+    )
+    counts = Counter(r[0] for r in rows)
+    for op in ["ncclCommInitRank", "ncclCommInitAll", "ncclCommDestroy", "ncclAllReduce", "ncclAllGather",
+               "ncclReduceScatter", "ncclBroadcast", "ncclSend", "ncclRecv"]:  # fmt: skip
+        assert counts[op] == apis[op]["calls"], op
+    assert all(r[3] == 0 for r in rows)
+
+    # Every rank hashed the same unique id; each row says which member it was.
+    inits = [r for r in rows if r[0] == "ncclCommInitRank"]
+    (comm_hash,) = {r[1] for r in inits}
+    assert comm_hash != 0
+    assert sorted(r[2] for r in inits) == [(rank << 32) | nranks for rank in range(nranks)]
+    for op in ["ncclAllReduce", "ncclAllGather", "ncclReduceScatter", "ncclBroadcast"]:
+        collective = [r for r in rows if r[0] == op]
+        assert {r[2] for r in collective} == {comm_hash}, op
+        assert Counter(str(r[1]) for r in collective) == Counter(apis[op]["sizes"]), op
+    peers = Counter(r[2] for r in rows if r[0] == "ncclSend")
+    assert sum(peers.values()) == apis["ncclSend"]["calls"]
+    assert set(peers) <= set(range(nranks))
+
+
+def test_nccl_is_opt_in(tmp_path: Path, simcuda_lib: Path) -> None:
+    nccl_lib = simcuda_lib.parent / "libnccl.so.2"
+    run = run_cli("trace", "--db", str(tmp_path / "t.db"), "--cuda-lib", str(nccl_lib), "--", "true")
+    assert run.returncode != 0
+    assert "add --nccl" in run.stderr

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Build the simulated CUDA libraries (libcudart.so.12, libcuda.so.1).
+# Build the simulated CUDA libraries (libcudart.so.12, libcuda.so.1) and the
+# simulated NCCL (libnccl.so.2).
 # Usage: tests/simcuda/build.sh [OUT_DIR]   (default: tests/simcuda/build)
 # Rebuilds a library only when a source (or this script) is newer than it;
 # SIMCUDA_REBUILD=1 forces a rebuild.  Prints one line per library.
@@ -34,3 +35,4 @@ build() { # build <source> <soname> <linkname>
 
 build cudart.c libcudart.so.12 libcudart.so
 build cuda.c libcuda.so.1 libcuda.so
+build nccl.c libnccl.so.2 libnccl.so

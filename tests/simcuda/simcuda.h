@@ -1,11 +1,11 @@
 /*
  * simcuda.h - shared internals of the simulated CUDA libraries.
  *
- * This header is compiled into BOTH libcudart.so.12 (cudart.c) and
- * libcuda.so.1 (cuda.c).  Everything here is `static`, so each library gets
- * its own private copy of the state (configuration, device memory budget,
- * streams, kernel-time registry); the two libraries never depend on each
- * other.  Nothing in here is exported: the libraries are built with
+ * This header is compiled into each of libcudart.so.12 (cudart.c),
+ * libcuda.so.1 (cuda.c) and libnccl.so.2 (nccl.c).  Everything here is
+ * `static`, so each library gets its own private copy of the state
+ * (configuration, device memory budget, streams, kernel-time registry); the
+ * libraries never depend on each other.  Nothing in here is exported: the libraries are built with
  * -fvisibility=hidden and only the CUDA API entry points carry
  * SIM_API (default visibility, noinline).
  *

@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Drive the simulated CUDA libraries with a known mix of calls.
 
-Loads libcudart (and, for any ``--driver-*`` flag, libcuda) through ctypes and makes
+Loads libcudart (and, for any ``--driver-*`` flag, libcuda; for any ``--nccl-*`` count,
+libnccl) through ctypes and makes
 an exactly known number of CUDA calls from small, named Python functions
 (``allocate``, ``copy_to_device``, ``launch``, ``step`` ...), so a stack walk sees
 distinct Python frames, as with PyTorch.  At the end it writes a JSON summary
@@ -20,6 +21,7 @@ import os
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -295,6 +297,68 @@ DRIVER_SIGS: dict[str, tuple[Any, list[Any]]] = {
     "cuStreamCreate": (ctypes.c_int, [c_void_pp, ctypes.c_uint]),
     "cuStreamDestroy_v2": (ctypes.c_int, [ctypes.c_void_p]),
     "cuStreamSynchronize": (ctypes.c_int, [ctypes.c_void_p]),
+}
+
+
+class NcclUniqueId(ctypes.Structure):
+    """``ncclUniqueId``: 128 bytes, passed by value to ncclCommInitRank (in memory, on the stack)."""
+
+    _fields_ = [("internal", ctypes.c_ubyte * 128)]
+
+
+NCCL_SIGS: dict[str, tuple[Any, list[Any]]] = {
+    "ncclGetUniqueId": (ctypes.c_int, [ctypes.POINTER(NcclUniqueId)]),
+    "ncclCommInitRank": (ctypes.c_int, [c_void_pp, ctypes.c_int, NcclUniqueId, ctypes.c_int]),
+    "ncclCommInitAll": (ctypes.c_int, [c_void_pp, ctypes.c_int, c_int_p]),
+    "ncclCommDestroy": (ctypes.c_int, [ctypes.c_void_p]),
+    "ncclAllReduce": (
+        ctypes.c_int,
+        [
+            ctypes.c_void_p,  # const void *sendbuff
+            ctypes.c_void_p,  # void *recvbuff
+            ctypes.c_size_t,  # size_t count
+            ctypes.c_int,  # ncclDataType_t datatype
+            ctypes.c_int,  # ncclRedOp_t op
+            ctypes.c_void_p,  # ncclComm_t comm
+            ctypes.c_void_p,  # cudaStream_t stream
+        ],
+    ),
+    "ncclAllGather": (
+        ctypes.c_int,
+        [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p],
+    ),
+    "ncclReduceScatter": (
+        ctypes.c_int,
+        [
+            ctypes.c_void_p,
+            ctypes.c_void_p,
+            ctypes.c_size_t,  # size_t recvcount
+            ctypes.c_int,
+            ctypes.c_int,
+            ctypes.c_void_p,
+            ctypes.c_void_p,
+        ],
+    ),
+    "ncclBroadcast": (
+        ctypes.c_int,
+        [
+            ctypes.c_void_p,
+            ctypes.c_void_p,
+            ctypes.c_size_t,
+            ctypes.c_int,
+            ctypes.c_int,  # int root
+            ctypes.c_void_p,
+            ctypes.c_void_p,
+        ],
+    ),
+    "ncclSend": (
+        ctypes.c_int,
+        [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p],
+    ),
+    "ncclRecv": (
+        ctypes.c_int,
+        [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p],
+    ),
 }
 
 
@@ -1001,6 +1065,209 @@ def run_driver(drv: CudaLib, model: Model, args: argparse.Namespace) -> dict[str
 
 
 # --------------------------------------------------------------------------
+# The NCCL section (libnccl), on the main thread after the runtime and driver work.
+# --------------------------------------------------------------------------
+
+# ncclDataType_t -> bytes per element (ncclInt8=0 .. ncclBfloat16=9); others are invalid.
+NCCL_DTYPE_SIZES = {0: 1, 1: 1, 2: 4, 3: 4, 4: 8, 5: 8, 6: 2, 7: 4, 8: 8, 9: 2}
+NCCL_FLOAT32 = 7
+NCCL_SUM = 0  # ncclRedOp_t
+NCCL_ROOT = 0  # ncclBroadcast root
+NCCL_SEND_BUF = ctypes.create_string_buffer(64)  # stand-in sendbuff; never read
+NCCL_RECV_BUF = ctypes.create_string_buffer(64)  # stand-in recvbuff; never written
+
+
+def env_rank(name: str) -> int | None:
+    """Parse a rank knob the way nccl.c does (strtol base 0); None when unset or invalid."""
+    raw = os.environ.get(name, "").strip()
+    octal = len(raw) > 1 and raw[0] == "0" and raw[1] not in "xXbBoO"
+    try:
+        value = int(raw, 8) if octal else int(raw, 0)
+    except ValueError:
+        return None
+    return value if 0 <= value <= 0x7FFFFFFF else None
+
+
+@dataclass(frozen=True)
+class NcclModel:
+    """The SIMNCCL_* knobs (mirrors nccl.c)."""
+
+    init_ns: int
+    bytes_per_us: int
+    base_ns: int
+    straggler_rank: int | None
+    straggler_ns: int
+
+    @staticmethod
+    def from_env() -> NcclModel:
+        return NcclModel(
+            init_ns=env_u64("SIMNCCL_INIT_NS", 100000),
+            bytes_per_us=max(1, env_u64("SIMNCCL_BYTES_PER_US", 5000)),
+            base_ns=env_u64("SIMNCCL_BASE_NS", 20000),
+            straggler_rank=env_rank("SIMNCCL_STRAGGLER_RANK"),
+            straggler_ns=env_u64("SIMNCCL_STRAGGLER_NS", 0),
+        )
+
+    def collective_ns(self, nbytes: int, rank: int) -> int:
+        extra = self.straggler_ns if rank == self.straggler_rank else 0
+        return self.base_ns + nbytes * 1000 // self.bytes_per_us + extra
+
+
+@dataclass(frozen=True)
+class NcclComm:
+    """One communicator of the workload: its handle (None if init failed) and rank."""
+
+    handle: int | None
+    rank: int
+    nranks: int
+
+    @property
+    def peer(self) -> int:
+        return (self.rank + 1) % self.nranks
+
+
+def wants_nccl(args: argparse.Namespace) -> bool:
+    """Whether any --nccl-* count asks for libnccl calls."""
+    return bool(args.nccl_ranks or args.nccl_init_all or any(getattr(args, a) for a in NCCL_OPS))
+
+
+def nccl_unique_id(nccl: CudaLib) -> NcclUniqueId:
+    """ncclGetUniqueId (the id is all zeros if it failed)."""
+    uid = NcclUniqueId()
+    drec("ncclGetUniqueId", *timed(nccl["ncclGetUniqueId"], ctypes.byref(uid)))
+    return uid
+
+
+def nccl_init_rank(nccl: CudaLib, model: NcclModel, uid: NcclUniqueId, nranks: int, rank: int) -> NcclComm:
+    """ncclCommInitRank(&comm, nranks, uid, rank): uid goes by value."""
+    comm = ctypes.c_void_p()
+    rc, ns = timed(nccl["ncclCommInitRank"], ctypes.byref(comm), nranks, uid, rank)
+    handle = comm.value if rc == 0 else None
+    drec("ncclCommInitRank", rc, ns, kind=rank, handle=handle or 0, model_ns=model.init_ns if rc == 0 else 0)
+    return NcclComm(handle=handle, rank=rank, nranks=nranks)
+
+
+def nccl_init_all(nccl: CudaLib, model: NcclModel, ndev: int) -> list[int | None]:
+    """ncclCommInitAll(comms, ndev, NULL); the handles (None each if it failed)."""
+    comms = (ctypes.c_void_p * ndev)()
+    rc, ns = timed(nccl["ncclCommInitAll"], comms, ndev, None)
+    drec("ncclCommInitAll", rc, ns, size=ndev, model_ns=model.init_ns if rc == 0 else 0)
+    return [c if rc == 0 else None for c in comms]
+
+
+def nccl_destroy(nccl: CudaLib, handle: int | None) -> int:
+    """ncclCommDestroy (of NULL when the init failed: the counts stay exact)."""
+    return drec("ncclCommDestroy", *timed(nccl["ncclCommDestroy"], handle), handle=handle or 0)
+
+
+def nccl_rec(api: str, rc: int, ns: int, comm: NcclComm, *, model: NcclModel, count: int, dtype: int) -> int:
+    """Record a collective or point-to-point call; return its rc."""
+    nbytes = count * NCCL_DTYPE_SIZES.get(dtype, 0)
+    cost = model.collective_ns(nbytes, comm.rank) if rc == 0 else 0
+    return drec(api, rc, ns, size=nbytes, kind=dtype, handle=comm.handle or 0, model_ns=cost)
+
+
+def nccl_all_reduce(nccl: CudaLib, model: NcclModel, comm: NcclComm, count: int, dtype: int) -> int:
+    send, recv = ctypes.addressof(NCCL_SEND_BUF), ctypes.addressof(NCCL_RECV_BUF)
+    rc, ns = timed(nccl["ncclAllReduce"], send, recv, count, dtype, NCCL_SUM, comm.handle, None)
+    return nccl_rec("ncclAllReduce", rc, ns, comm, model=model, count=count, dtype=dtype)
+
+
+def nccl_all_gather(nccl: CudaLib, model: NcclModel, comm: NcclComm, count: int, dtype: int) -> int:
+    send, recv = ctypes.addressof(NCCL_SEND_BUF), ctypes.addressof(NCCL_RECV_BUF)
+    rc, ns = timed(nccl["ncclAllGather"], send, recv, count, dtype, comm.handle, None)
+    return nccl_rec("ncclAllGather", rc, ns, comm, model=model, count=count, dtype=dtype)
+
+
+def nccl_reduce_scatter(nccl: CudaLib, model: NcclModel, comm: NcclComm, count: int, dtype: int) -> int:
+    send, recv = ctypes.addressof(NCCL_SEND_BUF), ctypes.addressof(NCCL_RECV_BUF)
+    rc, ns = timed(nccl["ncclReduceScatter"], send, recv, count, dtype, NCCL_SUM, comm.handle, None)
+    return nccl_rec("ncclReduceScatter", rc, ns, comm, model=model, count=count, dtype=dtype)
+
+
+def nccl_broadcast(nccl: CudaLib, model: NcclModel, comm: NcclComm, count: int, dtype: int) -> int:
+    send, recv = ctypes.addressof(NCCL_SEND_BUF), ctypes.addressof(NCCL_RECV_BUF)
+    rc, ns = timed(nccl["ncclBroadcast"], send, recv, count, dtype, NCCL_ROOT, comm.handle, None)
+    return nccl_rec("ncclBroadcast", rc, ns, comm, model=model, count=count, dtype=dtype)
+
+
+def nccl_send(nccl: CudaLib, model: NcclModel, comm: NcclComm, count: int, dtype: int) -> int:
+    send = ctypes.addressof(NCCL_SEND_BUF)
+    rc, ns = timed(nccl["ncclSend"], send, count, dtype, comm.peer, comm.handle, None)
+    return nccl_rec("ncclSend", rc, ns, comm, model=model, count=count, dtype=dtype)
+
+
+def nccl_recv(nccl: CudaLib, model: NcclModel, comm: NcclComm, count: int, dtype: int) -> int:
+    recv = ctypes.addressof(NCCL_RECV_BUF)
+    rc, ns = timed(nccl["ncclRecv"], recv, count, dtype, comm.peer, comm.handle, None)
+    return nccl_rec("ncclRecv", rc, ns, comm, model=model, count=count, dtype=dtype)
+
+
+# The flags counting collective and point-to-point calls: args attribute -> (symbol, caller),
+# in the order a step makes them.
+NCCL_OPS: dict[str, tuple[str, Callable[[CudaLib, NcclModel, NcclComm, int, int], int]]] = {
+    "nccl_allreduce": ("ncclAllReduce", nccl_all_reduce),
+    "nccl_allgather": ("ncclAllGather", nccl_all_gather),
+    "nccl_reducescatter": ("ncclReduceScatter", nccl_reduce_scatter),
+    "nccl_broadcast": ("ncclBroadcast", nccl_broadcast),
+    "nccl_send": ("ncclSend", nccl_send),
+    "nccl_recv": ("ncclRecv", nccl_recv),
+}
+
+
+def nccl_step(
+    nccl: CudaLib, model: NcclModel, args: argparse.Namespace, i: int, comms: list[NcclComm]
+) -> None:
+    """One NCCL step on comms[i % nranks]: one call of each kind with i < its count, in NCCL_OPS order."""
+    comm = comms[i % len(comms)]
+    for flag, (_, call) in NCCL_OPS.items():
+        if i < getattr(args, flag):
+            call(nccl, model, comm, args.nccl_count, args.nccl_dtype)
+
+
+def run_nccl(nccl: CudaLib, model: NcclModel, args: argparse.Namespace) -> dict[str, Any]:
+    """The NCCL section, one process playing every rank.
+
+    With --nccl-ranks N: ncclGetUniqueId, N x ncclCommInitRank (ranks 0..N-1), the
+    collective/p2p calls in steps; with --nccl-init-all M: ncclCommInitAll(comms, M,
+    NULL) and M x ncclCommDestroy of those; then N x ncclCommDestroy (rank order).
+    """
+    n = args.nccl_ranks
+    dtype_bytes = NCCL_DTYPE_SIZES.get(args.nccl_dtype, 0)
+    out: dict[str, Any] = {
+        "unique_id": None,
+        "nranks": n,
+        "comms": [],
+        "count": args.nccl_count,
+        "dtype": args.nccl_dtype,
+        "dtype_bytes": dtype_bytes,
+        "bytes": args.nccl_count * dtype_bytes,
+        "init_all": None,
+        "destroyed": 0,
+        "model": model.__dict__,
+    }
+    comms: list[NcclComm] = []
+    if n:
+        uid = nccl_unique_id(nccl)
+        out["unique_id"] = bytes(uid.internal[:16]).hex()
+        comms = [nccl_init_rank(nccl, model, uid, n, rank) for rank in range(n)]
+        out["comms"] = [c.handle for c in comms]
+        steps = max(getattr(args, flag) for flag in NCCL_OPS)
+        for i in range(steps):
+            nccl_step(nccl, model, args, i, comms)
+    if args.nccl_init_all:
+        handles = nccl_init_all(nccl, model, args.nccl_init_all)
+        out["init_all"] = {"ndev": args.nccl_init_all, "comms": handles}
+        for h in handles:
+            if nccl_destroy(nccl, h) == 0 and h is not None:
+                out["destroyed"] += 1
+    for c in comms:
+        if nccl_destroy(nccl, c.handle) == 0 and c.handle is not None:
+            out["destroyed"] += 1
+    return out
+
+
+# --------------------------------------------------------------------------
 # Main.
 # --------------------------------------------------------------------------
 
@@ -1078,6 +1345,34 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         default=0,
         help="cuMemAllocManaged calls (freed with cuMemFree_v2)",
     )
+    p.add_argument(
+        "--nccl-lib",
+        default=None,
+        help="libnccl path for the --nccl-* flags (default: $SIMNCCL_LIB, else libnccl.so.2 next to "
+        "--lib, else libnccl.so.2)",
+    )
+    p.add_argument(
+        "--nccl-ranks",
+        type=int,
+        default=0,
+        help="ncclCommInitRank calls: one process plays ranks 0..N-1 of one communicator",
+    )
+    for flag, (api, _) in NCCL_OPS.items():
+        p.add_argument(
+            f"--{flag.replace('_', '-')}",
+            type=int,
+            default=0,
+            help=f"{api} calls, round-robin over the --nccl-ranks communicators",
+        )
+    p.add_argument(
+        "--nccl-count", type=int, default=MIB, help="elements per NCCL collective/p2p call (1048576)"
+    )
+    p.add_argument(
+        "--nccl-dtype", type=int, default=NCCL_FLOAT32, help="ncclDataType_t of those calls (7 = ncclFloat32)"
+    )
+    p.add_argument(
+        "--nccl-init-all", type=int, default=0, help="one ncclCommInitAll of N comms (then N ncclCommDestroy)"
+    )
     p.add_argument("--device", type=int, default=0, help="device passed to cudaSetDevice")
     p.add_argument("--start-gate", default=None, help="print READY <pid>, wait for FILE before any CUDA call")
     p.add_argument("--hold", type=float, default=0.0, help="seconds to sleep before exiting")
@@ -1107,11 +1402,19 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "driver_async_memcpys",
         "driver_syncs",
         "driver_managed_allocs",
+        "nccl_ranks",
+        *NCCL_OPS,
+        "nccl_count",
+        "nccl_dtype",
+        "nccl_init_all",
     ):
         if getattr(args, name) < 0:
             p.error(f"--{name.replace('_', '-')} must be >= 0")
     if args.threads < 1:
         p.error("--threads must be >= 1")
+    for name in NCCL_OPS:
+        if getattr(args, name) and args.nccl_ranks < 1:
+            p.error(f"--{name.replace('_', '-')} needs --nccl-ranks >= 1 (the communicators it runs on)")
     return args
 
 
@@ -1127,6 +1430,13 @@ def main(argv: list[str] | None = None) -> int:
             sibling = os.path.join(os.path.dirname(lib_path), "libcuda.so.1")
             drv_path = sibling if os.path.dirname(lib_path) and os.path.exists(sibling) else "libcuda.so.1"
         drv = load(drv_path, DRIVER_SIGS, "CUDA driver")
+    nccl: CudaLib | None = None
+    if wants_nccl(args):
+        nccl_path = args.nccl_lib or os.environ.get("SIMNCCL_LIB")
+        if nccl_path is None:
+            sibling = os.path.join(os.path.dirname(lib_path), "libnccl.so.2")
+            nccl_path = sibling if os.path.dirname(lib_path) and os.path.exists(sibling) else "libnccl.so.2"
+        nccl = load(nccl_path, NCCL_SIGS, "NCCL")
 
     if args.start_gate:
         wait_for_gate(args.start_gate)
@@ -1193,6 +1503,11 @@ def main(argv: list[str] | None = None) -> int:
         driver = run_driver(drv, model, args)
         driver["lib"] = drv.mapped_path()
 
+    nccl_out: dict[str, Any] | None = None
+    if nccl is not None:
+        nccl_out = run_nccl(nccl, NcclModel.from_env(), args)
+        nccl_out["lib"] = nccl.mapped_path()
+
     rc, ns = timed(rt["cudaGetLastError"])
     REC.record("cudaGetLastError", rc, ns)
     last_error = rc
@@ -1246,6 +1561,7 @@ def main(argv: list[str] | None = None) -> int:
         },
         "streams_created": sum(r.streams_created for r in results),
         "driver": driver,
+        "nccl": nccl_out,
         "last_error": last_error,
         "threads": [
             {"tid": r.tid, "allocated": r.allocated, "freed": r.freed, "errors": r.errors} for r in results
