@@ -44,7 +44,6 @@ pub struct Tracer {
     drainer: Option<Drainer>,
     drain_stats: Arc<DrainStats>,
     writer_stats: Arc<WriterStats>,
-    attachments: Vec<Attachment>,
 }
 
 impl Tracer {
@@ -64,7 +63,6 @@ impl Tracer {
             drainer: None,
             drain_stats: Arc::default(),
             writer_stats: Arc::default(),
-            attachments: Vec::new(),
         })
     }
 
@@ -74,13 +72,7 @@ impl Tracer {
             .iter_mut()
             .find(|f| f.library == library)
             .ok_or_else(|| anyhow!("the {} probes are not loaded in this trace", library.name()))?;
-        let attachment = family.attach(path)?;
-        self.attachments.push(attachment.clone());
-        Ok(attachment)
-    }
-
-    pub fn attachments(&self) -> &[Attachment] {
-        &self.attachments
+        family.attach(path)
     }
 
     /// What does not work in this trace, worded for the user (deduplicated).

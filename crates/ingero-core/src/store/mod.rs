@@ -24,8 +24,8 @@ const SCHEMA_NOTES: &[(&str, &str)] = &[
     ("writer", concat!("ingero-rs ", env!("CARGO_PKG_VERSION"))),
     ("timestamp_unit", "nanoseconds (Unix epoch); for traced calls, the time the call was entered"),
     ("duration_unit", "nanoseconds"),
-    ("arg0_note", "Operation-specific; see the ops table and `ingero schema` for each op's meaning"),
-    ("arg1_note", "Operation-specific; see the ops table and `ingero schema` for each op's meaning"),
+    ("arg0_note", "Operation-specific; schema_info.arg_meanings gives it for every op"),
+    ("arg1_note", "Operation-specific; schema_info.arg_meanings gives it for every op"),
     ("ret_code_note", "The call's return value (cudaError_t / CUresult, 0 = success). Host events: 0."),
     ("id_note", "events.id is '{node}:{seq}', unique across merged node databases"),
     (
@@ -77,6 +77,16 @@ pub fn open_for_write(path: &Path) -> Result<Connection> {
     Ok(conn)
 }
 
+/// `{"<op name>": {"arg0": "...", "arg1": "..."}, ...}` from the code table,
+/// so an agent meeting the file cold knows what each argument column holds.
+fn arg_meanings_json() -> String {
+    let meanings: serde_json::Map<String, serde_json::Value> = OPS
+        .iter()
+        .map(|o| (o.name.to_owned(), serde_json::json!({ "arg0": o.arg0, "arg1": o.arg1 })))
+        .collect();
+    serde_json::Value::Object(meanings).to_string()
+}
+
 fn apply_schema(conn: &Connection) -> Result<()> {
     let tx = conn.unchecked_transaction()?;
     tx.execute_batch(SCHEMA)?;
@@ -96,6 +106,7 @@ fn apply_schema(conn: &Connection) -> Result<()> {
         for (key, value) in SCHEMA_NOTES {
             note.execute(params![key, value])?;
         }
+        note.execute(params!["arg_meanings", arg_meanings_json()])?;
     }
     tx.execute_batch(&format!("PRAGMA user_version = {USER_VERSION};"))?;
     tx.commit()?;
@@ -137,6 +148,12 @@ mod tests {
             .query_row("SELECT name FROM ops WHERE source_id = 8 AND op_id = 4", [], |r| r.get(0))
             .unwrap();
         assert_eq!(graph, "graphLaunch");
+        let meanings: String = conn
+            .query_row("SELECT value FROM schema_info WHERE key = 'arg_meanings'", [], |r| r.get(0))
+            .unwrap();
+        let meanings: serde_json::Value = serde_json::from_str(&meanings).unwrap();
+        assert_eq!(meanings["cudaMemcpy"]["arg0"], "bytes");
+        assert_eq!(meanings.as_object().unwrap().len(), OPS.len());
         for table in
             ["events", "stack_traces", "causal_chains", "system_snapshots", "sessions", "event_aggregates_5s"]
         {
