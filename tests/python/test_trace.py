@@ -396,7 +396,8 @@ def test_a_flood_that_overruns_the_ring_buffer_is_counted_exactly(
     assert run.returncode == 0, run.stderr
     apis = load_json(summary)["apis"]
     calls = sum(apis[s]["calls"] for s in TRACED if s in apis)
-    received, stored, dropped = map(int, re.findall(r"\d+", stats_line(run.stdout)))
+    received, stored, dropped = map(int, re.findall(r"\d+", stats_line(run.stdout))[:3])
+    assert "sampled out" not in run.stdout  # the flood ends before sampling adapts
     assert dropped > 0, "a 4 KiB ring buffer should overflow under this flood"
     assert received == stored
     assert stored + dropped == calls
@@ -472,3 +473,23 @@ def test_nccl_is_opt_in(tmp_path: Path, simcuda_lib: Path) -> None:
     run = run_cli("trace", "--db", str(tmp_path / "t.db"), "--cuda-lib", str(nccl_lib), "--", "true")
     assert run.returncode != 0
     assert "add --nccl" in run.stderr
+
+
+def test_fixed_sampling_keeps_one_call_in_n_and_accounts_for_the_rest(
+    tmp_path: Path, simcuda_lib: Path, db_rows: Any
+) -> None:
+    db, summary = tmp_path / "trace.db", tmp_path / "w.json"
+    run = run_cli(
+        "trace", "--db", str(db), "--cuda-lib", str(simcuda_lib), "--sampling-rate", "10", "--",
+        *workload_cmd(simcuda_lib, summary, "--launches=2000", "--kernel-ns=0"),
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr
+    apis = load_json(summary)["apis"]
+    calls = sum(apis[s]["calls"] for s in TRACED if s in apis)
+    received, stored, dropped, sampled_out = map(int, re.findall(r"\d+", stats_line(run.stdout)))
+    assert received == stored
+    assert stored + dropped + sampled_out == calls
+    # Each CPU keeps every 10th of the calls it saw.
+    cpus = os.cpu_count() or 1
+    assert calls // 10 - cpus <= stored + dropped <= calls // 10 + cpus
+    assert db_rows(db, "SELECT COUNT(*) FROM events") == [(stored,)]

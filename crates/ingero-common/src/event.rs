@@ -42,9 +42,12 @@ pub struct CallEvent {
 pub mod counter {
     /// Records lost because the ring buffer had no room.
     pub const RINGBUF_FULL: u32 = 0;
-    /// Returns whose entry was never seen (attached mid-call, or entry map full).
+    /// Returns whose entry was never seen (attached mid-call, or entry map
+    /// full); not counted while sampling, when most returns have no entry.
     pub const UNPAIRED_RETURN: u32 = 1;
-    pub const COUNT: u32 = 2;
+    /// Calls of target processes skipped by 1-in-N sampling.
+    pub const SAMPLED_OUT: u32 = 2;
+    pub const COUNT: u32 = 3;
 }
 
 #[cfg(feature = "user")]

@@ -38,6 +38,7 @@ fn stats_dict<'py>(py: Python<'py>, s: &TraceStats) -> PyResult<Bound<'py, PyDic
     d.set_item("stored", s.stored)?;
     d.set_item("dropped", s.dropped)?;
     d.set_item("unpaired", s.unpaired)?;
+    d.set_item("sampled_out", s.sampled_out)?;
     d.set_item("malformed", s.malformed)?;
     d.set_item("write_failed", s.write_failed)?;
     d.set_item("write_error", s.write_error.clone())?;
@@ -128,6 +129,11 @@ impl PyTracer {
                 child.release()
             })
         })
+    }
+
+    /// Records 1 call in `rate` of the runtime and driver APIs (1: all).
+    fn set_sampling_rate(&self, rate: u32) -> PyResult<()> {
+        self.with(|t| t.set_sampling_rate(rate))
     }
 
     /// What does not work in this trace, one line each.

@@ -4,7 +4,7 @@
 use std::{path::Path, sync::Arc, sync::atomic::Ordering};
 
 use anyhow::{Result, anyhow};
-use aya::maps::{HashMap, MapData, PerCpuArray, RingBuf};
+use aya::maps::{Array, HashMap, MapData, PerCpuArray, RingBuf};
 use ingero_common::event::counter;
 
 use crate::{
@@ -24,6 +24,9 @@ pub struct TraceStats {
     pub dropped: u64,
     /// Returns with no recorded entry (the call began before tracing started).
     pub unpaired: u64,
+    /// Calls skipped by 1-in-N sampling: `received + dropped + sampled_out`
+    /// is every call the targets made.
+    pub sampled_out: u64,
     pub malformed: u64,
     pub write_failed: u64,
     pub write_error: Option<String>,
@@ -31,7 +34,9 @@ pub struct TraceStats {
 
 /// A family's maps, kept after its programs are detached.
 struct FamilyMaps {
+    library: Library,
     targets: HashMap<MapData, u32, u8>,
+    settings: Array<MapData, u32>,
     counters: PerCpuArray<MapData, u64>,
 }
 
@@ -52,7 +57,12 @@ impl Tracer {
         let (mut probes, mut maps, mut events) = (Vec::new(), Vec::new(), Vec::new());
         for &library in libraries {
             let mut family = ProbeFamily::load(library, trace_all, ringbuf_bytes)?;
-            maps.push(FamilyMaps { targets: family.take_targets()?, counters: family.take_counters()? });
+            maps.push(FamilyMaps {
+                library,
+                targets: family.take_targets()?,
+                settings: family.take_settings()?,
+                counters: family.take_counters()?,
+            });
             events.push(family.take_events()?);
             probes.push(family);
         }
@@ -115,6 +125,15 @@ impl Tracer {
         Ok(())
     }
 
+    /// Records 1 call in `rate` (1: every call) of the runtime and driver
+    /// APIs; NCCL collectives are rare and always kept.
+    pub fn set_sampling_rate(&mut self, rate: u32) -> Result<()> {
+        for maps in self.maps.iter_mut().filter(|m| m.library != Library::Nccl) {
+            maps.settings.set(0, rate.max(1), 0).map_err(|e| anyhow!("cannot set the sampling rate: {e}"))?;
+        }
+        Ok(())
+    }
+
     /// Opens the database and starts draining into it.
     pub fn start(&mut self, db: &Path, session: &SessionInfo) -> Result<()> {
         if self.events.is_empty() {
@@ -142,6 +161,7 @@ impl Tracer {
             stored: self.writer_stats.stored.load(Ordering::Relaxed),
             dropped: self.kernel_counter(counter::RINGBUF_FULL),
             unpaired: self.kernel_counter(counter::UNPAIRED_RETURN),
+            sampled_out: self.kernel_counter(counter::SAMPLED_OUT),
             malformed: self.drain_stats.malformed.load(Ordering::Relaxed),
             write_failed: self.writer_stats.failed.load(Ordering::Relaxed),
             write_error,

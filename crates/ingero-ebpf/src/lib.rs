@@ -12,7 +12,7 @@ use aya_ebpf::{
         generated::bpf_get_current_cgroup_id,
     },
     macros::map,
-    maps::{HashMap, LruHashMap, PerCpuArray, RingBuf},
+    maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf},
     programs::{ProbeContext, RetProbeContext, TracePointContext},
 };
 use ingero_common::event::{CallEvent, EventHeader, counter};
@@ -87,6 +87,38 @@ static WAKEUP_BYTES: u64 = 0;
 
 #[map]
 static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(counter::COUNT, 0);
+
+/// Settings user space changes while tracing: [`SAMPLING_RATE`].
+#[map]
+static SETTINGS: Array<u32> = Array::with_max_entries(1, 0);
+/// SETTINGS index: record 1 call in N (0 or 1: every call).
+pub const SAMPLING_RATE: u32 = 0;
+
+/// Calls of target processes seen on this CPU, for 1-in-N sampling.
+#[map]
+static SAMPLE_TICKS: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
+
+fn sampling_rate() -> u64 {
+    SETTINGS.get(SAMPLING_RATE).map_or(1, |&rate| u64::from(rate).max(1))
+}
+
+/// Whether this call is the one in N that sampling keeps.
+fn sampled_in(rate: u64) -> bool {
+    if rate <= 1 {
+        return true;
+    }
+    let Some(ticks) = SAMPLE_TICKS.get_ptr_mut(0) else { return true };
+    // SAFETY: per-CPU slot, and eBPF programs do not migrate mid-run.
+    let tick = unsafe {
+        *ticks += 1;
+        *ticks
+    };
+    if tick % rate == 0 {
+        return true;
+    }
+    bump(counter::SAMPLED_OUT);
+    false
+}
 
 /// The device each thread last selected (cudaSetDevice is per thread); LRU so
 /// threads that exit without a trace of it age out.
@@ -170,7 +202,8 @@ fn is_target(pid: u32) -> bool {
 #[inline(always)]
 pub fn enter(source: u8, op: u8, arg0: u64, arg1: u64, out_ptr: u64) {
     let pid_tgid = bpf_get_current_pid_tgid();
-    if !is_target((pid_tgid >> 32) as u32) {
+    // Source 0 is bookkeeping (cudaSetDevice), never stored, so never sampled.
+    if !is_target((pid_tgid >> 32) as u32) || (source != 0 && !sampled_in(sampling_rate())) {
         return;
     }
     let key = call_key(pid_tgid, source, op);
@@ -188,7 +221,7 @@ pub fn take_entry(source: u8, op: u8) -> Option<(u64, CallEntry)> {
     let entry = match unsafe { CALLS.get(key) } {
         Some(entry) => *entry,
         None => {
-            if is_target((pid_tgid >> 32) as u32) {
+            if sampling_rate() <= 1 && is_target((pid_tgid >> 32) as u32) {
                 bump(counter::UNPAIRED_RETURN);
             }
             return None;

@@ -27,6 +27,7 @@ from ingero.capture.discover import (
     process_exists,
 )
 from ingero.capture.privileges import missing_privileges
+from ingero.capture.sampling import AdaptiveSampling
 
 POLL_SECONDS = 0.2
 # How often a trace of every process looks for library copies loaded since.
@@ -47,6 +48,8 @@ class TraceRequest:
     cuda_libs: list[Path] = field(default_factory=list)
     ringbuf_bytes: int = 8 << 20
     nccl: bool = False
+    # 1-in-N recording of runtime/driver calls; None adapts to ring-buffer drops.
+    sampling_rate: int | None = None
 
 
 @dataclass
@@ -217,7 +220,13 @@ def run_trace(
         on_warning(warning)
     for pid in request.pids:
         tracer.add_target(pid)
-    flags = f"duration={request.duration or 0} all_processes={int(trace_all)} nccl={int(request.nccl)}"
+    if request.sampling_rate is not None:
+        tracer.set_sampling_rate(request.sampling_rate)
+    sampling = AdaptiveSampling(time.monotonic()) if request.sampling_rate is None else None
+    flags = (
+        f"duration={request.duration or 0} all_processes={int(trace_all)} nccl={int(request.nccl)} "
+        f"sampling={request.sampling_rate or 'adaptive'}"
+    )
     try:
         tracer.start(
             request.db,
@@ -242,7 +251,16 @@ def run_trace(
             else:
                 tracer.prune_targets()
             next_rescan = time.monotonic() + RESCAN_SECONDS
-        on_progress(tracer.stats())
+        stats = tracer.stats()
+        new_rate = sampling.observe(stats["dropped"], time.monotonic()) if sampling else None
+        if new_rate is not None:
+            tracer.set_sampling_rate(new_rate)
+            on_warning(
+                f"recording 1 call in {new_rate}: the ring buffers overflow"
+                if new_rate > 1
+                else "recording every call again"
+            )
+        on_progress(stats)
 
     try:
         with _stop_on_sigterm():

@@ -31,6 +31,7 @@ def _report(result: TraceResult, db: Path) -> None:
     lost = s["dropped"] + s["write_failed"]
     stdout.print(
         f"events: received {s['received']}, stored {s['stored']}, dropped {s['dropped']}"
+        + (f", sampled out {s['sampled_out']}" if s["sampled_out"] else "")
         + (f", write failures {s['write_failed']}" if s["write_failed"] else "")
     )
     if s["unpaired"]:
@@ -66,6 +67,10 @@ def trace(  # noqa: PLR0917 - Typer maps each parameter to an option
     nccl: Annotated[
         bool, typer.Option("--nccl", help="Also trace NCCL communicators and collectives (libnccl).")
     ] = False,
+    sampling_rate: Annotated[
+        int,
+        typer.Option(help="Record 1 call in N of the runtime and driver APIs; 0 adapts to overload."),
+    ] = 0,
     ringbuf_size: Annotated[
         int,
         typer.Option(help="Bytes of each probe family's ring buffer (a power of two, at least 4096)."),
@@ -81,6 +86,8 @@ def trace(  # noqa: PLR0917 - Typer maps each parameter to an option
             fail(f"--duration: {err}")
     if node is not None and (":" in node or not node):
         fail("--node: must be non-empty and contain no ':'")
+    if sampling_rate < 0:
+        fail("--sampling-rate: must be 0 (adaptive) or a positive N")
     if ringbuf_size < 4096 or ringbuf_size & (ringbuf_size - 1):
         fail(f"--ringbuf-size: {ringbuf_size} is not a power of two of at least 4096")
     database = db if db is not None else default_db_path(create_dir=True)
@@ -93,6 +100,7 @@ def trace(  # noqa: PLR0917 - Typer maps each parameter to an option
         cuda_libs=list(cuda_lib or []),
         ringbuf_bytes=ringbuf_size,
         nccl=nccl,
+        sampling_rate=sampling_rate or None,
     )
 
     def attached(a: _core.Attachment) -> None:

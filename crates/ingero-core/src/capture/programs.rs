@@ -246,6 +246,10 @@ impl ProbeFamily {
         Ok(RingBuf::try_from(self.take_map("EVENTS")?)?)
     }
 
+    pub fn take_settings(&mut self) -> Result<aya::maps::Array<MapData, u32>> {
+        Ok(aya::maps::Array::try_from(self.take_map("SETTINGS")?)?)
+    }
+
     pub fn take_counters(&mut self) -> Result<PerCpuArray<MapData, u64>> {
         Ok(PerCpuArray::try_from(self.take_map("COUNTERS")?)?)
     }
