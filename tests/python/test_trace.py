@@ -6,6 +6,7 @@ never from constants that could agree with a broken tracer by accident.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shlex
@@ -493,3 +494,39 @@ def test_fixed_sampling_keeps_one_call_in_n_and_accounts_for_the_rest(
     cpus = os.cpu_count() or 1
     assert calls // 10 - cpus <= stored + dropped <= calls // 10 + cpus
     assert db_rows(db, "SELECT COUNT(*) FROM events") == [(stored,)]
+
+
+def test_stacks_are_symbolised_and_hashed_the_same_in_every_run(
+    tmp_path: Path, simcuda_lib: Path, db_rows: Any
+) -> None:
+    hashes = []
+    for run_no in (1, 2):  # two processes, two address-space layouts
+        db = tmp_path / f"run{run_no}.db"
+        run = trace_workload(db, simcuda_lib, tmp_path / "w.json", "--mallocs=3", "--launches=10")
+        assert run.returncode == 0, run.stderr
+        rows = db_rows(
+            db,
+            "SELECT o.name, e.stack_hash, s.frames FROM events e "
+            "JOIN ops o ON o.source_id = e.source AND o.op_id = e.op "
+            "LEFT JOIN stack_traces s ON s.hash = e.stack_hash",
+        )
+        assert all(frames for _, _, frames in rows), "an event's stack is missing from stack_traces"
+        for op, _, frames in rows:
+            top = json.loads(frames)[0]
+            assert top["s"] == {"cudaStreamSync": "cudaStreamSynchronize"}.get(op, op)
+            assert top["m"].endswith("libcudart.so.12")
+            assert top["f"].endswith("cudart.c")
+            assert top["l"] > 0
+        hashes.append(sorted({(op, stack_hash) for op, stack_hash, _ in rows}))
+    assert hashes[0] == hashes[1]
+
+
+def test_no_stack_stores_none(tmp_path: Path, simcuda_lib: Path, db_rows: Any) -> None:
+    db = tmp_path / "t.db"
+    run = run_cli(
+        "trace", "--no-stack", "--db", str(db), "--cuda-lib", str(simcuda_lib), "--",
+        *workload_cmd(simcuda_lib, tmp_path / "w.json", "--mallocs=2"),
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr
+    assert db_rows(db, "SELECT DISTINCT stack_hash FROM events") == [(0,)]
+    assert db_rows(db, "SELECT COUNT(*) FROM stack_traces") == [(0,)]

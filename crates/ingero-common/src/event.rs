@@ -24,7 +24,7 @@ pub struct EventHeader {
     pub comm: [u8; COMM_LEN],
 }
 
-/// A traced API call: entry paired with its return on the same thread (80 bytes).
+/// A traced API call: entry paired with its return on the same thread (88 bytes).
 #[repr(C)]
 #[derive(Debug, Clone, Copy)]
 pub struct CallEvent {
@@ -36,6 +36,9 @@ pub struct CallEvent {
     /// The call's return value (`cudaError_t` / `CUresult`).
     pub ret_code: i32,
     pub gpu_id: u32,
+    /// The caller's user stack in the family's STACKS map, or -1.
+    pub stack_id: i32,
+    pub _reserved: u32,
 }
 
 /// Per-CPU counters the programs keep beside their ring buffer.
@@ -58,4 +61,4 @@ mod user {
 }
 
 const _: () = assert!(core::mem::size_of::<EventHeader>() == 48);
-const _: () = assert!(core::mem::size_of::<CallEvent>() == 80);
+const _: () = assert!(core::mem::size_of::<CallEvent>() == 88);

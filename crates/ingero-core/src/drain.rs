@@ -12,10 +12,13 @@ use std::{
 };
 
 use anyhow::{Context as _, Result, anyhow};
-use aya::maps::{MapData, RingBuf};
+use aya::maps::{MapData, RingBuf, StackTraceMap};
 use ingero_common::event::CallEvent;
 
-use crate::store::{EventRow, Writer};
+use crate::{
+    store::{Batch, EventRow, Writer},
+    symbolize::StackResolver,
+};
 
 /// Rows per batch: large enough that each SQLite transaction amortises its
 /// commit, small enough that a quiet trace still lands on disk promptly.
@@ -60,6 +63,8 @@ fn parse(record: &[u8], wall_offset_ns: i64) -> Option<EventRow> {
         ret_code: event.ret_code,
         cgroup_id: h.cgroup_id,
         comm: h.comm,
+        stack_id: event.stack_id,
+        stack_hash: 0,
     })
 }
 
@@ -76,6 +81,7 @@ fn wait_readable(pollfds: &mut [libc::pollfd]) -> Result<()> {
 
 fn drain_loop(
     mut rings: Vec<RingBuf<MapData>>,
+    mut stacks: StackResolver,
     writer: Writer,
     wall_offset_ns: i64,
     stop: &AtomicBool,
@@ -83,36 +89,38 @@ fn drain_loop(
 ) -> Result<()> {
     let mut pollfds: Vec<libc::pollfd> =
         rings.iter().map(|r| libc::pollfd { fd: r.as_raw_fd(), events: libc::POLLIN, revents: 0 }).collect();
-    let mut batch = Vec::with_capacity(BATCH_ROWS);
+    let mut batch = Batch::with_capacity(BATCH_ROWS);
     let mut batch_started = Instant::now();
     loop {
         // Read the flag before draining, so a stop requested after the last
         // event was produced still sees that event drained.
         let stopping = stop.load(Ordering::Acquire);
-        for ring in &mut rings {
+        for (family, ring) in rings.iter_mut().enumerate() {
             while let Some(record) = ring.next() {
                 stats.received.fetch_add(1, Ordering::Relaxed);
-                match parse(&record, wall_offset_ns) {
-                    Some(row) => batch.push(row),
-                    None => {
-                        stats.malformed.fetch_add(1, Ordering::Relaxed);
-                    }
-                }
-                if batch.len() >= BATCH_ROWS {
-                    writer.send(std::mem::replace(&mut batch, Vec::with_capacity(BATCH_ROWS)))?;
+                let Some(mut row) = parse(&record, wall_offset_ns) else {
+                    stats.malformed.fetch_add(1, Ordering::Relaxed);
+                    continue;
+                };
+                let (stack_hash, new_stack) = stacks.resolve(family, row.stack_id, row.pid);
+                row.stack_hash = stack_hash;
+                batch.stacks.extend(new_stack);
+                batch.events.push(row);
+                if batch.events.len() >= BATCH_ROWS {
+                    writer.send(std::mem::replace(&mut batch, Batch::with_capacity(BATCH_ROWS)))?;
                     batch_started = Instant::now();
                 }
             }
         }
-        if !batch.is_empty() && (stopping || batch_started.elapsed() >= BATCH_AGE) {
-            writer.send(std::mem::replace(&mut batch, Vec::with_capacity(BATCH_ROWS)))?;
+        if !batch.events.is_empty() && (stopping || batch_started.elapsed() >= BATCH_AGE) {
+            writer.send(std::mem::replace(&mut batch, Batch::with_capacity(BATCH_ROWS)))?;
             batch_started = Instant::now();
         }
         if stopping {
             break;
         }
         wait_readable(&mut pollfds)?;
-        if batch.is_empty() {
+        if batch.events.is_empty() {
             batch_started = Instant::now();
         }
     }
@@ -120,13 +128,27 @@ fn drain_loop(
 }
 
 impl Drainer {
-    pub fn spawn(rings: Vec<RingBuf<MapData>>, writer: Writer, wall_offset_ns: i64) -> Result<Self> {
+    pub fn spawn(
+        rings: Vec<RingBuf<MapData>>,
+        stack_maps: Vec<StackTraceMap<MapData>>,
+        writer: Writer,
+        wall_offset_ns: i64,
+    ) -> Result<Self> {
         let stop = Arc::new(AtomicBool::new(false));
         let stats = Arc::new(DrainStats::default());
         let (thread_stop, thread_stats) = (Arc::clone(&stop), Arc::clone(&stats));
         let thread = std::thread::Builder::new()
             .name("ingero-drain".into())
-            .spawn(move || drain_loop(rings, writer, wall_offset_ns, &thread_stop, &thread_stats))
+            .spawn(move || {
+                drain_loop(
+                    rings,
+                    StackResolver::new(stack_maps),
+                    writer,
+                    wall_offset_ns,
+                    &thread_stop,
+                    &thread_stats,
+                )
+            })
             .context("cannot start the drainer thread")?;
         Ok(Self { stop, thread: Some(thread), stats })
     }

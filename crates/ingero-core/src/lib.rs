@@ -6,6 +6,7 @@ pub mod capture;
 pub mod clock;
 pub mod drain;
 pub mod store;
+pub mod symbolize;
 pub mod tracer;
 
 mod python;

@@ -131,6 +131,11 @@ impl PyTracer {
         })
     }
 
+    /// Captures (or not) the caller's user stack at every traced call.
+    fn set_capture_stacks(&self, on: bool) -> PyResult<()> {
+        self.with(|t| t.set_capture_stacks(on))
+    }
+
     /// Records 1 call in `rate` of the runtime and driver APIs (1: all).
     fn set_sampling_rate(&self, rate: u32) -> PyResult<()> {
         self.with(|t| t.set_sampling_rate(rate))

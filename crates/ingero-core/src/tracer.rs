@@ -4,7 +4,7 @@
 use std::{path::Path, sync::Arc, sync::atomic::Ordering};
 
 use anyhow::{Result, anyhow};
-use aya::maps::{Array, HashMap, MapData, PerCpuArray, RingBuf};
+use aya::maps::{Array, HashMap, MapData, PerCpuArray, RingBuf, StackTraceMap};
 use ingero_common::event::counter;
 
 use crate::{
@@ -44,8 +44,9 @@ pub struct Tracer {
     /// Dropping a family detaches its probes.
     probes: Vec<ProbeFamily>,
     maps: Vec<FamilyMaps>,
-    /// Handed to the drainer at start.
+    /// Handed to the drainer at start, one of each per family, in order.
     events: Vec<RingBuf<MapData>>,
+    stacks: Vec<StackTraceMap<MapData>>,
     drainer: Option<Drainer>,
     drain_stats: Arc<DrainStats>,
     writer_stats: Arc<WriterStats>,
@@ -54,7 +55,7 @@ pub struct Tracer {
 impl Tracer {
     /// Loads the probe families of `libraries`; nothing is attached yet.
     pub fn new(libraries: &[Library], trace_all: bool, ringbuf_bytes: u32) -> Result<Self> {
-        let (mut probes, mut maps, mut events) = (Vec::new(), Vec::new(), Vec::new());
+        let (mut probes, mut maps, mut events, mut stacks) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
         for &library in libraries {
             let mut family = ProbeFamily::load(library, trace_all, ringbuf_bytes)?;
             maps.push(FamilyMaps {
@@ -64,12 +65,14 @@ impl Tracer {
                 counters: family.take_counters()?,
             });
             events.push(family.take_events()?);
+            stacks.push(family.take_stacks()?);
             probes.push(family);
         }
         Ok(Self {
             probes,
             maps,
             events,
+            stacks,
             drainer: None,
             drain_stats: Arc::default(),
             writer_stats: Arc::default(),
@@ -134,6 +137,16 @@ impl Tracer {
         Ok(())
     }
 
+    /// Captures the caller's user stack at every traced call (on by default).
+    pub fn set_capture_stacks(&mut self, on: bool) -> Result<()> {
+        for maps in &mut self.maps {
+            maps.settings
+                .set(1, u32::from(on), 0)
+                .map_err(|e| anyhow!("cannot switch stack capture: {e}"))?;
+        }
+        Ok(())
+    }
+
     /// Opens the database and starts draining into it.
     pub fn start(&mut self, db: &Path, session: &SessionInfo) -> Result<()> {
         if self.events.is_empty() {
@@ -143,7 +156,8 @@ impl Tracer {
         let writer = Writer::spawn(conn, session)?;
         self.writer_stats = writer.stats();
         let rings = std::mem::take(&mut self.events);
-        let drainer = Drainer::spawn(rings, writer, clock::monotonic_to_wall_offset())?;
+        let stacks = std::mem::take(&mut self.stacks);
+        let drainer = Drainer::spawn(rings, stacks, writer, clock::monotonic_to_wall_offset())?;
         self.drain_stats = drainer.stats();
         self.drainer = Some(drainer);
         Ok(())

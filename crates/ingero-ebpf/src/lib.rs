@@ -12,8 +12,8 @@ use aya_ebpf::{
         generated::bpf_get_current_cgroup_id,
     },
     macros::map,
-    maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf},
-    programs::{ProbeContext, RetProbeContext, TracePointContext},
+    maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf, StackTrace},
+    programs::{ProbeContext, RetProbeContext, TracePointContext, tracing::StackIdContext as _},
 };
 use ingero_common::event::{CallEvent, EventHeader, counter};
 
@@ -71,6 +71,8 @@ pub struct CallEntry {
     pub arg1: u64,
     /// User address of an out-parameter to read at return (0 = none).
     pub out_ptr: u64,
+    /// Id of the caller's stack in STACKS, or -1.
+    pub stack_id: i64,
 }
 
 #[map]
@@ -88,11 +90,26 @@ static WAKEUP_BYTES: u64 = 0;
 #[map]
 static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(counter::COUNT, 0);
 
-/// Settings user space changes while tracing: [`SAMPLING_RATE`].
+/// Settings user space changes while tracing: [`SAMPLING_RATE`], [`CAPTURE_STACKS`].
 #[map]
-static SETTINGS: Array<u32> = Array::with_max_entries(1, 0);
+static SETTINGS: Array<u32> = Array::with_max_entries(2, 0);
 /// SETTINGS index: record 1 call in N (0 or 1: every call).
 pub const SAMPLING_RATE: u32 = 0;
+/// SETTINGS index: 1 to capture the caller's user stack at each traced call.
+pub const CAPTURE_STACKS: u32 = 1;
+
+/// User stacks of traced calls, deduplicated by the kernel; events carry the id.
+#[map]
+static STACKS: StackTrace = StackTrace::with_max_entries(4096, 0);
+
+/// The calling thread's user stack id, or -1 (not captured, or the map is full).
+#[inline(always)]
+fn stack_id(ctx: &ProbeContext) -> i64 {
+    if SETTINGS.get(CAPTURE_STACKS).is_none_or(|&on| on == 0) {
+        return -1;
+    }
+    ctx.get_stackid(&STACKS, u64::from(aya_ebpf::bindings::BPF_F_USER_STACK)).map_or(-1, i64::from)
+}
 
 /// Calls of target processes seen on this CPU, for 1-in-N sampling.
 #[map]
@@ -200,14 +217,15 @@ fn is_target(pid: u32) -> bool {
 
 /// Remembers a call's entry if its process is traced.
 #[inline(always)]
-pub fn enter(source: u8, op: u8, arg0: u64, arg1: u64, out_ptr: u64) {
+pub fn enter(ctx: &ProbeContext, source: u8, op: u8, arg0: u64, arg1: u64, out_ptr: u64) {
     let pid_tgid = bpf_get_current_pid_tgid();
     // Source 0 is bookkeeping (cudaSetDevice), never stored, so never sampled.
     if !is_target((pid_tgid >> 32) as u32) || (source != 0 && !sampled_in(sampling_rate())) {
         return;
     }
     let key = call_key(pid_tgid, source, op);
-    let entry = CallEntry { timestamp_ns: now_ns(), arg0, arg1, out_ptr };
+    let stack_id = if source == 0 { -1 } else { stack_id(ctx) };
+    let entry = CallEntry { timestamp_ns: now_ns(), arg0, arg1, out_ptr, stack_id };
     // A full map loses this call; the return probe counts it as unpaired.
     let _ = CALLS.insert(key, entry, 0);
 }
@@ -281,6 +299,8 @@ fn emit(source: u8, op: u8, pid_tgid: u64, entry: &CallEntry, arg1: u64, ret_cod
         ret_code,
         // SAFETY: the value is copied out at once.
         gpu_id: unsafe { THREAD_DEVICE.get(pid_tgid) }.copied().unwrap_or(0),
+        stack_id: entry.stack_id as i32,
+        _reserved: 0,
     });
     // SAFETY: a read-only global patched by the loader.
     let wakeup_bytes = unsafe { core::ptr::read_volatile(&WAKEUP_BYTES) };
@@ -321,7 +341,7 @@ macro_rules! traced_call {
      |$ctx:ident| ($arg0:expr, $arg1:expr, $out:expr), $arg1_at_return:expr) => {
         #[::aya_ebpf::macros::uprobe]
         pub fn $entry($ctx: ::aya_ebpf::programs::ProbeContext) -> u32 {
-            $crate::enter($source, $op, $arg0, $arg1, $out);
+            $crate::enter(&$ctx, $source, $op, $arg0, $arg1, $out);
             0
         }
 

@@ -50,6 +50,7 @@ class TraceRequest:
     nccl: bool = False
     # 1-in-N recording of runtime/driver calls; None adapts to ring-buffer drops.
     sampling_rate: int | None = None
+    stacks: bool = True
 
 
 @dataclass
@@ -220,6 +221,7 @@ def run_trace(
         on_warning(warning)
     for pid in request.pids:
         tracer.add_target(pid)
+    tracer.set_capture_stacks(request.stacks)
     if request.sampling_rate is not None:
         tracer.set_sampling_rate(request.sampling_rate)
     sampling = AdaptiveSampling(time.monotonic()) if request.sampling_rate is None else None

@@ -71,6 +71,9 @@ def trace(  # noqa: PLR0917 - Typer maps each parameter to an option
         int,
         typer.Option(help="Record 1 call in N of the runtime and driver APIs; 0 adapts to overload."),
     ] = 0,
+    stack: Annotated[
+        bool, typer.Option("--stack/--no-stack", help="Capture the caller's user stack of each call.")
+    ] = True,
     ringbuf_size: Annotated[
         int,
         typer.Option(help="Bytes of each probe family's ring buffer (a power of two, at least 4096)."),
@@ -101,6 +104,7 @@ def trace(  # noqa: PLR0917 - Typer maps each parameter to an option
         ringbuf_bytes=ringbuf_size,
         nccl=nccl,
         sampling_rate=sampling_rate or None,
+        stacks=stack,
     )
 
     def attached(a: _core.Attachment) -> None:

@@ -246,6 +246,10 @@ impl ProbeFamily {
         Ok(RingBuf::try_from(self.take_map("EVENTS")?)?)
     }
 
+    pub fn take_stacks(&mut self) -> Result<aya::maps::StackTraceMap<MapData>> {
+        Ok(aya::maps::StackTraceMap::try_from(self.take_map("STACKS")?)?)
+    }
+
     pub fn take_settings(&mut self) -> Result<aya::maps::Array<MapData, u32>> {
         Ok(aya::maps::Array::try_from(self.take_map("SETTINGS")?)?)
     }

@@ -5,7 +5,7 @@ pub mod session;
 mod writer;
 
 pub use session::SessionInfo;
-pub use writer::{EventRow, Writer, WriterStats};
+pub use writer::{Batch, EventRow, Writer, WriterStats};
 
 use std::path::Path;
 

@@ -15,6 +15,7 @@ use ingero_common::event::COMM_LEN;
 use rusqlite::{Connection, params};
 
 use super::{SessionInfo, next_event_seq, session};
+use crate::symbolize::StackRow;
 
 /// One row of `events`, already converted to wall-clock time.
 #[derive(Debug, Clone, Copy)]
@@ -31,6 +32,24 @@ pub struct EventRow {
     pub ret_code: i32,
     pub cgroup_id: u64,
     pub comm: [u8; COMM_LEN],
+    /// The event's stack id in its family's stack map, or -1 (drainer-side only).
+    pub stack_id: i32,
+    /// `stack_traces.hash` (0 = no stack).
+    pub stack_hash: i64,
+}
+
+/// What the writer stores in one transaction.
+#[derive(Debug, Default)]
+pub struct Batch {
+    pub events: Vec<EventRow>,
+    /// Stacks first seen in this batch, inserted before the events that use them.
+    pub stacks: Vec<StackRow>,
+}
+
+impl Batch {
+    pub fn with_capacity(events: usize) -> Self {
+        Self { events: Vec::with_capacity(events), stacks: Vec::new() }
+    }
 }
 
 impl EventRow {
@@ -52,7 +71,7 @@ pub struct WriterStats {
 /// Handle to the writer thread. Dropping the last sender ends the thread after
 /// it has written everything already queued.
 pub struct Writer {
-    sender: Option<SyncSender<Vec<EventRow>>>,
+    sender: Option<SyncSender<Batch>>,
     thread: Option<JoinHandle<Result<()>>>,
     stats: Arc<WriterStats>,
 }
@@ -62,8 +81,8 @@ pub struct Writer {
 const QUEUE_DEPTH: usize = 64;
 
 const INSERT_EVENT: &str = "INSERT INTO events \
-    (id, timestamp, pid, tid, source, op, duration, gpu_id, arg0, arg1, ret_code, node, comm, cgroup_id) \
-    VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)";
+    (id, timestamp, pid, tid, source, op, duration, gpu_id, arg0, arg1, ret_code, node, comm, cgroup_id, \
+    stack_hash) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)";
 
 impl Writer {
     /// Starts the writer on `conn`, numbering ids after those already in the file.
@@ -86,7 +105,7 @@ impl Writer {
     }
 
     /// Queues a batch, waiting while the writer is `QUEUE_DEPTH` batches behind.
-    pub fn send(&self, batch: Vec<EventRow>) -> Result<()> {
+    pub fn send(&self, batch: Batch) -> Result<()> {
         let sender = self.sender.as_ref().ok_or_else(|| anyhow!("writer already finished"))?;
         sender.send(batch).map_err(|_| anyhow!("the writer thread stopped"))
     }
@@ -107,18 +126,18 @@ fn write_loop(
     node: String,
     mut next_seq: u64,
     session_id: i64,
-    receiver: Receiver<Vec<EventRow>>,
+    receiver: Receiver<Batch>,
     stats: &WriterStats,
 ) -> Result<()> {
     let mut named_pids = HashSet::new();
     for batch in receiver {
         match write_batch(&mut conn, &node, next_seq, &batch, &mut named_pids) {
             Ok(()) => {
-                next_seq += batch.len() as u64;
-                stats.stored.fetch_add(batch.len() as u64, Ordering::Relaxed);
+                next_seq += batch.events.len() as u64;
+                stats.stored.fetch_add(batch.events.len() as u64, Ordering::Relaxed);
             }
             Err(err) => {
-                stats.failed.fetch_add(batch.len() as u64, Ordering::Relaxed);
+                stats.failed.fetch_add(batch.events.len() as u64, Ordering::Relaxed);
                 let mut first = stats.first_error.lock().unwrap_or_else(|e| e.into_inner());
                 first.get_or_insert_with(|| format!("{err:#}"));
             }
@@ -135,17 +154,22 @@ fn write_batch(
     conn: &mut Connection,
     node: &str,
     first_seq: u64,
-    batch: &[EventRow],
+    batch: &Batch,
     named_pids: &mut HashSet<u32>,
 ) -> Result<()> {
     let tx = conn.transaction()?;
     {
+        let mut stack =
+            tx.prepare_cached("INSERT OR IGNORE INTO stack_traces (hash, ips, frames) VALUES (?1, ?2, ?3)")?;
+        for row in &batch.stacks {
+            stack.execute(params![row.hash, row.ips, row.frames])?;
+        }
         let mut insert = tx.prepare_cached(INSERT_EVENT)?;
         let mut name = tx.prepare_cached(
             "INSERT OR REPLACE INTO process_names (pid, name, seen_at) VALUES (?1, ?2, ?3)",
         )?;
         let mut id = String::with_capacity(node.len() + 21);
-        for (seq, row) in (first_seq..).zip(batch) {
+        for (seq, row) in (first_seq..).zip(&batch.events) {
             id.clear();
             id.push_str(node);
             id.push(':');
@@ -166,6 +190,7 @@ fn write_batch(
                 node,
                 comm,
                 row.cgroup_id as i64,
+                row.stack_hash,
             ])?;
             if named_pids.insert(row.pid) {
                 name.execute(params![row.pid, comm, row.timestamp_ns])?;

@@ -200,7 +200,7 @@ const SET_DEVICE: (u8, u8) = (0, 1);
 #[uprobe]
 pub fn cuda_set_device(ctx: ProbeContext) -> u32 {
     // cudaSetDevice(int device)
-    enter(SET_DEVICE.0, SET_DEVICE.1, int_arg(&ctx, 0), 0, 0);
+    enter(&ctx, SET_DEVICE.0, SET_DEVICE.1, int_arg(&ctx, 0), 0, 0);
     0
 }
 

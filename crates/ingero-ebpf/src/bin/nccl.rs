@@ -87,7 +87,7 @@ pub fn nccl_comm_init_rank(ctx: ProbeContext) -> u32 {
     // SAFETY: reading the caller's copy of the id; a fault leaves zeros.
     let _ = unsafe { bpf_probe_read_user_buf(unique_id_address(&ctx) as *const u8, &mut id) };
     let members = (init_rank_rank(&ctx) << 32) | (int_arg(&ctx, 1) & 0xffff_ffff);
-    enter(source::NCCL, nccl_op::COMM_INIT_RANK, hash_unique_id(&id), members, arg(&ctx, 0));
+    enter(&ctx, source::NCCL, nccl_op::COMM_INIT_RANK, hash_unique_id(&id), members, arg(&ctx, 0));
     0
 }
 
@@ -112,7 +112,7 @@ pub fn nccl_comm_init_rank_ret(ctx: RetProbeContext) -> u32 {
 #[uprobe]
 pub fn nccl_comm_destroy(ctx: ProbeContext) -> u32 {
     let comm = arg(&ctx, 0);
-    enter(source::NCCL, nccl_op::COMM_DESTROY, comm_hash(comm), comm, 0);
+    enter(&ctx, source::NCCL, nccl_op::COMM_DESTROY, comm_hash(comm), comm, 0);
     0
 }
 
