@@ -76,22 +76,11 @@ def with_bpftrace(program: str, run: Callable[[], float]) -> float:
         proc.wait(timeout=30)
 
 
-def with_ingero(binary: Path, calls: int) -> float:
+def with_ingero(binary: Path, calls: int, *flags: str) -> float:
     with tempfile.TemporaryDirectory() as tmp:
-        ingero = [
-            sys.executable,
-            "-m",
-            "ingero",
-            "trace",
-            "--db",
-            f"{tmp}/bench.db",
-            "--cuda-lib",
-            str(LIB),
-            "--",
-        ]
-        out = subprocess.run(
-            [*ingero, str(binary), str(LIB), str(calls)], env=ENV, capture_output=True, text=True, check=True
-        ).stdout
+        trace = ["trace", *flags, "--db", f"{tmp}/bench.db", "--cuda-lib", str(LIB), "--"]
+        command = [sys.executable, "-m", "ingero", *trace, str(binary), str(LIB), str(calls)]
+        out = subprocess.run(command, env=ENV, capture_output=True, text=True, check=True).stdout
         numbers = [line for line in out.splitlines() if line.replace(".", "", 1).isdigit()]
         if "dropped 0" not in out:
             print(f"note: ingero dropped events in this round: {out.strip()}", file=sys.stderr)
@@ -117,6 +106,7 @@ def main() -> None:
             BPFTRACE_LATENCY, lambda: call_loop(binary, args.calls)
         ),
         "ingero trace": lambda: with_ingero(binary, args.calls),
+        "ingero trace --no-stack": lambda: with_ingero(binary, args.calls, "--no-stack"),
     }
     samples: dict[str, list[float]] = {name: [] for name in configs}
     for _ in range(args.rounds):  # interleaved, so drift hits every config alike
@@ -131,6 +121,8 @@ def main() -> None:
     vs_empty = added["ingero trace"] / added["empty uprobe pair"]
     vs_bpftrace = added["ingero trace"] / added["bpftrace (pair + latency map)"]
     print(f"ingero / empty pair: {vs_empty:.3f}x   ingero / bpftrace: {vs_bpftrace:.3f}x")
+    no_stack = added["ingero trace --no-stack"]
+    print(f"without stacks: {no_stack / added['empty uprobe pair']:.3f}x the empty pair")
     if args.json:
         result = {
             "machine": f"{platform.node()} {platform.release()} {os.cpu_count()} cpus",
