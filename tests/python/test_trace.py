@@ -502,7 +502,11 @@ def test_stacks_are_symbolised_and_hashed_the_same_in_every_run(
     hashes = []
     for run_no in (1, 2):  # two processes, two address-space layouts
         db = tmp_path / f"run{run_no}.db"
-        run = trace_workload(db, simcuda_lib, tmp_path / "w.json", "--mallocs=3", "--launches=10")
+        # --hold: the process outlives the drainer's first look at it, which is
+        # when its memory map is cached for symbolisation.
+        run = trace_workload(
+            db, simcuda_lib, tmp_path / "w.json", "--mallocs=3", "--launches=10", "--hold=0.2"
+        )
         assert run.returncode == 0, run.stderr
         rows = db_rows(
             db,

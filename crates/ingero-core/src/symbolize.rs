@@ -9,8 +9,8 @@ use blazesym::{
     Pid,
     normalize::{Normalizer, UserMeta},
     symbolize::{
-        Input, Symbolizer,
-        source::{Process, Source},
+        Input, Symbolized, Symbolizer,
+        source::{Elf, Source},
     },
 };
 use serde_json::json;
@@ -48,7 +48,9 @@ impl StackResolver {
         Self {
             maps,
             symbolizer: Symbolizer::new(),
-            normalizer: Normalizer::new(),
+            // Cache each process's maps at first sight, so stacks read after
+            // it exited still normalise.
+            normalizer: Normalizer::builder().enable_vma_caching(true).build(),
             resolved: HashMap::new(),
             stored: HashSet::new(),
         }
@@ -74,58 +76,55 @@ impl StackResolver {
     }
 
     /// Hashes (file, file offset) per frame, so the same call path has the
-    /// same hash in every run. The frames stop at the first address outside
-    /// any mapped file: the frame-pointer walk went astray in code built
-    /// without frame pointers, and what follows is stack garbage. A process
-    /// that already exited cannot be normalised; its raw addresses are hashed.
+    /// same hash in every run, and symbolises each frame from its file, which
+    /// keeps working after the process exits (its maps are cached at first
+    /// sight). The frames stop at the first address outside any mapped file:
+    /// the kernel's frame-pointer walk went astray in code built without frame
+    /// pointers, and what follows is stack garbage. A process gone before its
+    /// first stack was read cannot be normalised: its raw addresses are hashed.
     fn describe(&self, pid: u32, ips: &[u64]) -> StackRow {
         let mut hash = FNV_OFFSET;
-        let mut modules: Vec<String> = Vec::new();
+        let mut frames: Vec<serde_json::Value> = Vec::new();
         match self.normalizer.normalize_user_addrs(Pid::from(pid), ips) {
             Ok(normalized) => {
-                for (offset, meta) in &normalized.outputs {
+                for (ip, (offset, meta)) in ips.iter().zip(&normalized.outputs) {
                     let Some(UserMeta::Elf(elf)) = normalized.meta.get(*meta) else { break };
                     let module = elf.path.display().to_string();
                     hash = fnv1a(hash, module.as_bytes());
                     hash = fnv1a(hash, &offset.to_le_bytes());
-                    modules.push(module);
+                    frames.push(self.frame(*ip, &elf.path, *offset, module));
                 }
             }
             Err(_) => {
                 for ip in ips {
                     hash = fnv1a(hash, &ip.to_le_bytes());
+                    frames.push(json!({ "i": format!("{ip:#x}") }));
                 }
-                modules.resize(ips.len(), String::new());
             }
         }
-        let walked = &ips[..modules.len().max(1).min(ips.len())];
-        let source = Source::Process(Process::new(Pid::from(pid)));
-        let symbols = self.symbolizer.symbolize(&source, Input::AbsAddr(walked)).unwrap_or_default();
-        let frames: Vec<serde_json::Value> = walked
-            .iter()
-            .enumerate()
-            .map(|(i, ip)| {
-                let mut frame = json!({ "i": format!("{ip:#x}") });
-                if let Some(sym) = symbols.get(i).and_then(|s| s.as_sym()) {
-                    frame["s"] = json!(sym.name);
-                    if let Some(code) = &sym.code_info {
-                        frame["f"] = json!(code.to_path().display().to_string());
-                        if let Some(line) = code.line {
-                            frame["l"] = json!(line);
-                        }
-                    }
-                }
-                if let Some(module) = modules.get(i).filter(|m| !m.is_empty()) {
-                    frame["m"] = json!(module);
-                }
-                frame
-            })
-            .collect();
         let ips_json: Vec<String> = ips.iter().map(|ip| format!("{ip:#x}")).collect();
         StackRow {
             hash: hash as i64,
             ips: serde_json::to_string(&ips_json).unwrap_or_default(),
             frames: serde_json::Value::Array(frames).to_string(),
         }
+    }
+
+    /// One frame: address, and symbol, source file and line where the file's
+    /// symbols (and DWARF) say.
+    fn frame(&self, ip: u64, path: &std::path::Path, offset: u64, module: String) -> serde_json::Value {
+        let mut frame = json!({ "i": format!("{ip:#x}"), "m": module });
+        let source = Source::Elf(Elf::new(path));
+        let symbolized = self.symbolizer.symbolize_single(&source, Input::FileOffset(offset));
+        if let Ok(Symbolized::Sym(sym)) = symbolized {
+            frame["s"] = json!(sym.name);
+            if let Some(code) = &sym.code_info {
+                frame["f"] = json!(code.to_path().display().to_string());
+                if let Some(line) = code.line {
+                    frame["l"] = json!(line);
+                }
+            }
+        }
+        frame
     }
 }

@@ -282,5 +282,8 @@ def run_trace(
     except _core.IngeroError as err:
         raise TraceError(str(err)) from err
     finally:
-        result.stats = tracer.stop()
+        try:
+            result.stats = tracer.stop()
+        except _core.IngeroError as err:
+            raise TraceError(f"stopping the trace failed: {err}") from err
     return result
