@@ -63,11 +63,18 @@ def workload_cmd(lib: Path, json_out: Path, *flags: str) -> list[str]:
     return [sys.executable, str(WORKLOAD), "--lib", str(lib), "--json", str(json_out), *flags]
 
 
-def trace_workload(db: Path, lib: Path, summary: Path, *flags: str) -> Run:
-    """`ingero trace` of the workload over the simulated library at `lib`."""
-    return run_cli(
-        "trace", "--db", str(db), "--cuda-lib", str(lib), "--", *workload_cmd(lib, summary, *flags)
-    )
+def trace_workload(
+    db: Path,
+    lib: Path,
+    summary: Path,
+    *flags: str,
+    trace_flags: tuple[str, ...] = (),
+    env: dict[str, str] | None = None,
+) -> Run:
+    """`ingero trace [trace_flags]` of the workload (with `flags`) over the
+    simulated library at `lib`."""
+    command = workload_cmd(lib, summary, *flags)
+    return run_cli("trace", *trace_flags, "--db", str(db), "--cuda-lib", str(lib), "--", *command, env=env)
 
 
 def load_json(path: Path) -> dict[str, Any]:

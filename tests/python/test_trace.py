@@ -54,6 +54,18 @@ def stats_line(stdout: str) -> str:
     return next(line for line in stdout.splitlines() if line.startswith("events:"))
 
 
+def trace_counts(stdout: str) -> dict[str, int]:
+    """The end-of-trace counts by name: received, stored, dropped, sampled out."""
+    counts = stats_line(stdout).split(":", 1)[1]
+    return {name.strip(): int(n) for name, n in re.findall(r"([a-z ]+) (\d+)", counts)}
+
+
+def traced_calls(summary: Path) -> int:
+    """Calls of the traced runtime symbols the workload says it made."""
+    apis = load_json(summary)["apis"]
+    return sum(apis[s]["calls"] for s in TRACED if s in apis)
+
+
 def test_each_call_becomes_one_row_with_its_arguments(
     tmp_path: Path, simcuda_lib: Path, db_rows: Any
 ) -> None:
@@ -390,14 +402,14 @@ def test_a_flood_that_overruns_the_ring_buffer_is_counted_exactly(
     tmp_path: Path, simcuda_lib: Path, db_rows: Any
 ) -> None:
     db, summary = tmp_path / "trace.db", tmp_path / "w.json"
-    run = run_cli(
-        "trace", "--db", str(db), "--cuda-lib", str(simcuda_lib), "--ringbuf-size", "4096", "--",
-        *workload_cmd(simcuda_lib, summary, "--threads=3", "--launches=24000", "--kernel-ns=0"),
+    run = trace_workload(
+        db, simcuda_lib, summary, "--threads=3", "--launches=24000", "--kernel-ns=0",
+        trace_flags=("--ringbuf-size", "4096"),
     )  # fmt: skip
     assert run.returncode == 0, run.stderr
-    apis = load_json(summary)["apis"]
-    calls = sum(apis[s]["calls"] for s in TRACED if s in apis)
-    received, stored, dropped = map(int, re.findall(r"\d+", stats_line(run.stdout))[:3])
+    calls = traced_calls(summary)
+    counts = trace_counts(run.stdout)
+    received, stored, dropped = counts["received"], counts["stored"], counts["dropped"]
     assert "sampled out" not in run.stdout  # the flood ends before sampling adapts
     assert dropped > 0, "a 4 KiB ring buffer should overflow under this flood"
     assert received == stored
@@ -480,14 +492,14 @@ def test_fixed_sampling_keeps_one_call_in_n_and_accounts_for_the_rest(
     tmp_path: Path, simcuda_lib: Path, db_rows: Any
 ) -> None:
     db, summary = tmp_path / "trace.db", tmp_path / "w.json"
-    run = run_cli(
-        "trace", "--db", str(db), "--cuda-lib", str(simcuda_lib), "--sampling-rate", "10", "--",
-        *workload_cmd(simcuda_lib, summary, "--launches=2000", "--kernel-ns=0"),
-    )  # fmt: skip
+    run = trace_workload(
+        db, simcuda_lib, summary, "--launches=2000", "--kernel-ns=0", trace_flags=("--sampling-rate", "10")
+    )
     assert run.returncode == 0, run.stderr
-    apis = load_json(summary)["apis"]
-    calls = sum(apis[s]["calls"] for s in TRACED if s in apis)
-    received, stored, dropped, sampled_out = map(int, re.findall(r"\d+", stats_line(run.stdout)))
+    calls = traced_calls(summary)
+    counts = trace_counts(run.stdout)
+    received, stored, dropped = counts["received"], counts["stored"], counts["dropped"]
+    sampled_out = counts["sampled out"]
     assert received == stored
     assert stored + dropped + sampled_out == calls
     # Each CPU keeps every 10th of the calls it saw.
