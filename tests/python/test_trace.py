@@ -546,3 +546,28 @@ def test_no_stack_stores_none(tmp_path: Path, simcuda_lib: Path, db_rows: Any) -
     assert run.returncode == 0, run.stderr
     assert db_rows(db, "SELECT DISTINCT stack_hash FROM events") == [(0,)]
     assert db_rows(db, "SELECT COUNT(*) FROM stack_traces") == [(0,)]
+
+
+def test_libraries_of_the_commands_conda_env_and_venv_are_found(
+    tmp_path: Path, simcuda_lib: Path, db_rows: Any
+) -> None:
+    # A conda env with the runtime in lib/, and a venv with pip's nvidia wheel
+    # layout: ingero must find both copies from the command's environment alone.
+    conda, venv = tmp_path / "conda-env", tmp_path / "venv"
+    (conda / "lib").mkdir(parents=True)
+    shutil.copy2(simcuda_lib, conda / "lib" / simcuda_lib.name)
+    wheel_lib = venv / "lib" / "python3.11" / "site-packages" / "nvidia" / "cuda_runtime" / "lib"
+    wheel_lib.mkdir(parents=True)
+    shutil.copy2(simcuda_lib, wheel_lib / simcuda_lib.name)
+    for variable, prefix, lib in [("CONDA_PREFIX", conda, conda / "lib"), ("VIRTUAL_ENV", venv, wheel_lib)]:
+        db = tmp_path / f"{variable}.db"
+        env = {k: v for k, v in os.environ.items() if k not in ("LD_LIBRARY_PATH", "CONDA_PREFIX")}
+        env[variable] = str(prefix)
+        run = run_cli(
+            "trace", "--db", str(db), "--",
+            *workload_cmd(lib / simcuda_lib.name, tmp_path / "w.json", "--mallocs=2"),
+            env=env,
+        )  # fmt: skip
+        assert run.returncode == 0, run.stderr
+        assert str(lib) in run.stderr, run.stderr
+        assert db_rows(db, "SELECT COUNT(*) FROM events WHERE op = 1 AND source = 1") == [(2,)]

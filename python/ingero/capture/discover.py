@@ -102,15 +102,31 @@ def _ldconfig_paths(kind: str) -> Iterator[str]:
                 yield path
 
 
+# Where conda keeps environments (each has its own lib/ with cudatoolkit/nccl).
+CONDA_ROOTS = ["~/miniconda3", "~/anaconda3", "~/miniforge3", "~/mambaforge", "/opt/conda", "/opt/miniconda3"]
+
+
+def _pip_nvidia_dirs(site_packages: str) -> Iterator[str]:
+    """pip's nvidia-cuda-runtime-cu12 / nvidia-nccl-cu12 wheels in one site-packages."""
+    yield os.path.join(site_packages, "nvidia", "cuda_runtime", "lib")
+    yield os.path.join(site_packages, "nvidia", "nccl", "lib")
+
+
 def _search_dirs(env: dict[str, str]) -> Iterator[str]:
     for entry in env.get("LD_LIBRARY_PATH", "").split(":"):
         if entry:
             yield entry
+    # The command's own environments first: an active conda env or venv.
+    for prefix in filter(None, [env.get("CONDA_PREFIX"), env.get("VIRTUAL_ENV")]):
+        yield os.path.join(prefix, "lib")
+        for site in sorted(glob.glob(os.path.join(prefix, "lib", "python3*", "site-packages"))):
+            yield from _pip_nvidia_dirs(site)
     yield from sorted(glob.glob("/usr/local/cuda*/lib64")) + sorted(glob.glob("/usr/local/cuda*/lib"))
-    # pip's nvidia-cuda-runtime-cu12 / nvidia-nccl-cu12 wheels, in this interpreter's environment.
     for site in sys.path:
-        yield os.path.join(site, "nvidia", "cuda_runtime", "lib")
-        yield os.path.join(site, "nvidia", "nccl", "lib")
+        yield from _pip_nvidia_dirs(site)
+    for root in map(os.path.expanduser, CONDA_ROOTS):
+        yield os.path.join(root, "lib")
+        yield from sorted(glob.glob(os.path.join(root, "envs", "*", "lib")))
 
 
 def candidate_libraries(env: dict[str, str] | None = None) -> dict[str, list[Path]]:
