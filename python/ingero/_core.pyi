@@ -3,7 +3,7 @@
 from os import PathLike
 from typing import TypedDict, final
 
-__all__ = ["IngeroError", "Tracer", "__version__", "ops", "sources", "wait_child"]
+__all__ = ["IngeroError", "Tracer", "__version__", "ops", "record_tool_call", "sources", "wait_child"]
 
 __version__: str
 
@@ -51,3 +51,20 @@ class Tracer:
 def sources() -> list[tuple[int, str, str]]: ...
 def ops() -> list[tuple[int, int, str, str, str, str]]: ...
 def wait_child(pid: int, timeout_ms: int | None = ...) -> int | None: ...
+
+def record_tool_call(
+    db: str | PathLike[str],
+    node: str,
+    tool: str,
+    arguments: str,
+    status: str,
+    error: str,
+    rows: int,
+    bytes: int,
+    started_ns: int,
+    duration_ns: int,
+    transport: str,
+    principal: str,
+) -> str:
+    """Record one MCP request as an event (source MCP): through the running trace
+    writing `db` if any, else appended to `db`. Returns "trace" or the path."""

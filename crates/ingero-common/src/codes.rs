@@ -16,6 +16,9 @@ pub mod source {
     pub const NET: u8 = 7;
     pub const CUDA_GRAPH: u8 = 8;
     pub const NCCL: u8 = 9;
+    /// ingero's own MCP server: one event per tool call, so an agent's
+    /// investigation is part of the record it investigates.
+    pub const MCP: u8 = 10;
 }
 
 /// CUDA runtime API calls (libcudart), source [`source::CUDA`].
@@ -99,6 +102,31 @@ pub mod nccl_op {
     pub const COMM_INIT_ALL: u8 = 9;
 }
 
+/// MCP requests served by `ingero mcp`, source [`source::MCP`]; the details
+/// (arguments, status text, transport, principal) are in `mcp_calls`.
+pub mod mcp_op {
+    pub const GET_CHECK: u8 = 1;
+    pub const GET_TRACE_STATS: u8 = 2;
+    pub const GET_CAUSAL_CHAINS: u8 = 3;
+    pub const RUN_SQL: u8 = 4;
+    pub const GET_STACKS: u8 = 5;
+    pub const GRAPH_LIFECYCLE: u8 = 6;
+    pub const GRAPH_FREQUENCY: u8 = 7;
+    pub const GET_SCHEMA: u8 = 8;
+    pub const GET_PROMPT: u8 = 9;
+    pub const READ_RESOURCE: u8 = 10;
+    /// A tool this version does not know by name (a newer client, a typo).
+    pub const OTHER: u8 = 255;
+}
+
+/// `events.ret_code` of an MCP call.
+pub mod mcp_status {
+    pub const OK: i32 = 0;
+    /// Refused: bad arguments, a query the sandbox does not allow, over a limit.
+    pub const REFUSED: i32 = 1;
+    pub const ERROR: i32 = 2;
+}
+
 /// `cudaMemcpyKind`, stored in `arg1` of the runtime memcpy ops.
 pub mod memcpy_kind {
     pub const HOST_TO_HOST: u8 = 0;
@@ -163,6 +191,11 @@ pub const SOURCES: &[Source] = &[
         name: "NCCL",
         description: "NCCL collectives and communicators (libnccl.so) — uprobes",
     },
+    Source {
+        id: source::MCP,
+        name: "MCP",
+        description: "Tool calls served by ingero's MCP server (details in mcp_calls)",
+    },
 ];
 
 const fn op(
@@ -179,6 +212,8 @@ const fn op(
 const BYTES: &str = "bytes";
 const KIND: &str = "direction (cudaMemcpyKind: 0 H2H, 1 H2D, 2 D2H, 3 D2D, 4 default)";
 const STREAM: &str = "stream handle";
+const MCP_ROWS: &str = "rows returned";
+const MCP_BYTES: &str = "bytes returned";
 
 pub const OPS: &[Op] = &[
     op(
@@ -475,6 +510,59 @@ pub const OPS: &[Op] = &[
         "device count",
         "",
     ),
+    op(source::MCP, mcp_op::GET_CHECK, "get_check", "MCP: Readiness checks", MCP_ROWS, MCP_BYTES),
+    op(
+        source::MCP,
+        mcp_op::GET_TRACE_STATS,
+        "get_trace_stats",
+        "MCP: Per-op statistics of the trace",
+        MCP_ROWS,
+        MCP_BYTES,
+    ),
+    op(
+        source::MCP,
+        mcp_op::GET_CAUSAL_CHAINS,
+        "get_causal_chains",
+        "MCP: Causal chains (root causes)",
+        MCP_ROWS,
+        MCP_BYTES,
+    ),
+    op(source::MCP, mcp_op::RUN_SQL, "run_sql", "MCP: Read-only SQL query", MCP_ROWS, MCP_BYTES),
+    op(
+        source::MCP,
+        mcp_op::GET_STACKS,
+        "get_stacks",
+        "MCP: Call stacks grouped by stack",
+        MCP_ROWS,
+        MCP_BYTES,
+    ),
+    op(
+        source::MCP,
+        mcp_op::GRAPH_LIFECYCLE,
+        "graph_lifecycle",
+        "MCP: CUDA Graph lifecycle",
+        MCP_ROWS,
+        MCP_BYTES,
+    ),
+    op(
+        source::MCP,
+        mcp_op::GRAPH_FREQUENCY,
+        "graph_frequency",
+        "MCP: CUDA Graph launch frequency",
+        MCP_ROWS,
+        MCP_BYTES,
+    ),
+    op(source::MCP, mcp_op::GET_SCHEMA, "get_schema", "MCP: Schema and code tables", MCP_ROWS, MCP_BYTES),
+    op(source::MCP, mcp_op::GET_PROMPT, "get_prompt", "MCP: A prompt was fetched", MCP_ROWS, MCP_BYTES),
+    op(source::MCP, mcp_op::READ_RESOURCE, "read_resource", "MCP: A resource was read", MCP_ROWS, MCP_BYTES),
+    op(
+        source::MCP,
+        mcp_op::OTHER,
+        "other_tool",
+        "MCP: A tool this version does not know",
+        MCP_ROWS,
+        MCP_BYTES,
+    ),
 ];
 
 /// The row for `(source, op)`, if that code exists.
@@ -506,5 +594,6 @@ mod tests {
         assert_eq!(find_op(4, 5).map(|o| o.name), Some("cuMemAlloc"));
         assert_eq!(find_op(8, 4).map(|o| o.name), Some("graphLaunch"));
         assert_eq!(find_op(7, 2).map(|o| o.name), Some("net_recv"));
+        assert_eq!(find_op(10, 4).map(|o| o.name), Some("run_sql"));
     }
 }

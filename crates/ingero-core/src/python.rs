@@ -9,7 +9,10 @@ use pyo3::{create_exception, exceptions::PyException, prelude::*, types::PyDict}
 
 use crate::{
     capture::{launch, programs::Library},
-    store::SessionInfo,
+    store::{
+        SessionInfo,
+        audit::{self, Delivered, ToolCall},
+    },
     tracer::{TraceStats, Tracer},
 };
 
@@ -172,6 +175,48 @@ fn wait_child(py: Python<'_>, pid: u32, timeout_ms: Option<u64>) -> PyResult<Opt
     py.detach(|| launch::wait(pid, timeout_ms)).map_err(to_py)
 }
 
+/// Records one MCP request as a trace event of source MCP: into the running
+/// `ingero trace` that writes `db` when there is one, else appended to `db`
+/// (created if needed). Returns `"trace"` or the database's path.
+#[pyfunction]
+#[allow(clippy::too_many_arguments)]
+#[pyo3(signature = (db, node, tool, arguments, status, error, rows, bytes, started_ns, duration_ns, transport, principal))]
+fn record_tool_call(
+    py: Python<'_>,
+    db: PathBuf,
+    node: &str,
+    tool: &str,
+    arguments: &str,
+    status: &str,
+    error: &str,
+    rows: u64,
+    bytes: u64,
+    started_ns: i64,
+    duration_ns: i64,
+    transport: &str,
+    principal: &str,
+) -> PyResult<String> {
+    let call = ToolCall {
+        started_ns,
+        duration_ns,
+        pid: std::process::id(),
+        // SAFETY: gettid has no preconditions.
+        tid: unsafe { libc::gettid() } as u32,
+        tool: tool.to_owned(),
+        arguments: arguments.to_owned(),
+        status: status.to_owned(),
+        error: error.to_owned(),
+        rows,
+        bytes,
+        transport: transport.to_owned(),
+        principal: principal.to_owned(),
+    };
+    match py.detach(|| audit::record(&db, node, &call)).map_err(to_py)? {
+        Delivered::Trace => Ok("trace".to_owned()),
+        Delivered::Database(path) => Ok(path.display().to_string()),
+    }
+}
+
 #[pymodule]
 fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
@@ -180,5 +225,6 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(sources, m)?)?;
     m.add_function(wrap_pyfunction!(ops, m)?)?;
     m.add_function(wrap_pyfunction!(wait_child, m)?)?;
+    m.add_function(wrap_pyfunction!(record_tool_call, m)?)?;
     Ok(())
 }

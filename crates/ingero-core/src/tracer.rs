@@ -11,7 +11,7 @@ use crate::{
     capture::programs::{Attachment, Library, ProbeFamily},
     clock,
     drain::{DrainStats, Drainer},
-    store::{self, SessionInfo, Writer, WriterStats},
+    store::{self, SessionInfo, Writer, WriterStats, audit},
 };
 
 /// Where every event went: `received == stored + write_failed` once stopped, and
@@ -48,6 +48,8 @@ pub struct Tracer {
     events: Vec<RingBuf<MapData>>,
     stacks: Vec<StackTraceMap<MapData>>,
     drainer: Option<Drainer>,
+    /// Takes MCP tool calls into the trace while it runs.
+    audit: Option<audit::Listener>,
     drain_stats: Arc<DrainStats>,
     writer_stats: Arc<WriterStats>,
 }
@@ -74,6 +76,7 @@ impl Tracer {
             events,
             stacks,
             drainer: None,
+            audit: None,
             drain_stats: Arc::default(),
             writer_stats: Arc::default(),
         })
@@ -155,6 +158,9 @@ impl Tracer {
         let conn = store::open_for_write(db)?;
         let writer = Writer::spawn(conn, session)?;
         self.writer_stats = writer.stats();
+        if let Some(sender) = writer.sender() {
+            self.audit = Some(audit::Listener::spawn(db, sender)?);
+        }
         let rings = std::mem::take(&mut self.events);
         let stacks = std::mem::take(&mut self.stacks);
         let drainer = Drainer::spawn(rings, stacks, writer, clock::monotonic_to_wall_offset())?;
@@ -189,6 +195,8 @@ impl Tracer {
         // periods, serialised (~0.1 s per probe in the test VM, far less on
         // bare metal), so a trace with many attachments takes a moment to stop.
         self.probes.clear();
+        // The listener holds a way into the writer, which ends only once it is gone.
+        self.audit = None;
         if let Some(drainer) = self.drainer.take() {
             drainer.finish()?;
         }

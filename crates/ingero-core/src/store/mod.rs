@@ -1,6 +1,7 @@
 //! The SQLite database in the original Go Ingero's format: opening it, and the
 //! batched writer that stores drained events.
 
+pub mod audit;
 pub mod session;
 mod writer;
 
@@ -35,6 +36,11 @@ const SCHEMA_NOTES: &[(&str, &str)] = &[
          ORDER BY e.timestamp DESC LIMIT 20",
     ),
     ("sessions_note", "One row per 'ingero trace' invocation. Correlate with events via time range."),
+    (
+        "mcp_calls_note",
+        "One row per MCP request served by `ingero mcp`; events.source = 10 (MCP) holds its time, \
+         duration, status code (ret_code 0 ok, 1 refused, 2 error), rows (arg0) and bytes (arg1).",
+    ),
     (
         "process_names_note",
         "PID-to-name mapping populated during trace. JOIN with events.pid for query enrichment.",

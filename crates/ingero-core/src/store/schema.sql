@@ -173,3 +173,15 @@ CREATE TABLE IF NOT EXISTS schema_info (
 	key   TEXT PRIMARY KEY,
 	value TEXT NOT NULL
 );
+
+-- ingero's own: one row per MCP request (events source 10 holds its timing,
+-- status code and sizes; this table the words). Absent from the original.
+CREATE TABLE IF NOT EXISTS mcp_calls (
+	event_id  TEXT PRIMARY KEY,       -- events.id of the call's event
+	tool      TEXT NOT NULL,
+	arguments TEXT NOT NULL DEFAULT '', -- digest of the arguments (SQL text up to a cap)
+	status    TEXT NOT NULL,          -- ok, refused, error
+	error     TEXT NOT NULL DEFAULT '',
+	transport TEXT NOT NULL DEFAULT '', -- stdio, http
+	principal TEXT NOT NULL DEFAULT ''  -- who, over HTTP (a token digest); '' over stdio
+);

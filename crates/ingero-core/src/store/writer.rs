@@ -14,7 +14,7 @@ use anyhow::{Context as _, Result, anyhow};
 use ingero_common::event::COMM_LEN;
 use rusqlite::{Connection, params};
 
-use super::{SessionInfo, next_event_seq, session};
+use super::{SessionInfo, audit, audit::ToolCall, next_event_seq, session};
 use crate::symbolize::StackRow;
 
 /// One row of `events`, already converted to wall-clock time.
@@ -44,11 +44,13 @@ pub struct Batch {
     pub events: Vec<EventRow>,
     /// Stacks first seen in this batch, inserted before the events that use them.
     pub stacks: Vec<StackRow>,
+    /// MCP requests served while the trace runs, numbered after `events`.
+    pub tool_calls: Vec<ToolCall>,
 }
 
 impl Batch {
     pub fn with_capacity(events: usize) -> Self {
-        Self { events: Vec::with_capacity(events), stacks: Vec::new() }
+        Self { events: Vec::with_capacity(events), ..Self::default() }
     }
 }
 
@@ -100,6 +102,12 @@ impl Writer {
         Ok(Self { sender: Some(sender), thread: Some(thread), stats })
     }
 
+    /// Another way in for batches (the audit listener); the writer ends only
+    /// once every sender is dropped.
+    pub fn sender(&self) -> Option<SyncSender<Batch>> {
+        self.sender.clone()
+    }
+
     pub fn stats(&self) -> Arc<WriterStats> {
         Arc::clone(&self.stats)
     }
@@ -131,9 +139,20 @@ fn write_loop(
 ) -> Result<()> {
     let mut named_pids = HashSet::new();
     for batch in receiver {
-        match write_batch(&mut conn, &node, next_seq, &batch, &mut named_pids) {
+        let mut result = write_batch(&mut conn, &node, next_seq, &batch, &mut named_pids);
+        if result.is_err() {
+            // Someone else appended under our node (an MCP server that found no
+            // trace running as this one started): renumber after them once.
+            if let Ok(seq) = next_event_seq(&conn, &node)
+                && seq > next_seq
+            {
+                next_seq = seq;
+                result = write_batch(&mut conn, &node, next_seq, &batch, &mut named_pids);
+            }
+        }
+        match result {
             Ok(()) => {
-                next_seq += batch.events.len() as u64;
+                next_seq += (batch.events.len() + batch.tool_calls.len()) as u64;
                 stats.stored.fetch_add(batch.events.len() as u64, Ordering::Relaxed);
             }
             Err(err) => {
@@ -151,6 +170,27 @@ fn write_loop(
 }
 
 fn write_batch(
+    conn: &mut Connection,
+    node: &str,
+    first_seq: u64,
+    batch: &Batch,
+    named_pids: &mut HashSet<u32>,
+) -> Result<()> {
+    let known = named_pids.len();
+    let result = write_batch_tx(conn, node, first_seq, batch, named_pids);
+    if result.is_err() {
+        // The names went nowhere: forget them so the next try writes them.
+        let new: Vec<u32> = batch.events.iter().map(|e| e.pid).collect();
+        if named_pids.len() > known {
+            for pid in new {
+                named_pids.remove(&pid);
+            }
+        }
+    }
+    result
+}
+
+fn write_batch_tx(
     conn: &mut Connection,
     node: &str,
     first_seq: u64,
@@ -195,6 +235,10 @@ fn write_batch(
             if named_pids.insert(row.pid) {
                 name.execute(params![row.pid, comm, row.timestamp_ns])?;
             }
+        }
+        let first_call_seq = first_seq + batch.events.len() as u64;
+        for (seq, call) in (first_call_seq..).zip(&batch.tool_calls) {
+            audit::insert(&tx, &format!("{node}:{seq}"), node, call)?;
         }
     }
     tx.commit()?;
