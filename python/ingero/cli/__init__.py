@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from ingero.cli import trace
+from ingero.cli import mcp, trace
 
 app = typer.Typer(
     name="ingero",
@@ -14,6 +14,7 @@ app = typer.Typer(
     add_completion=False,
 )
 trace.register(app)
+mcp.register(app)
 
 
 @app.callback()

@@ -1,0 +1,1 @@
+"""Serve: the MCP server through which AI agents read ingero databases."""
