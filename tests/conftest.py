@@ -70,10 +70,14 @@ def trace_workload(
     *flags: str,
     trace_flags: tuple[str, ...] = (),
     env: dict[str, str] | None = None,
+    record_all: bool = True,
 ) -> Run:
     """`ingero trace [trace_flags]` of the workload (with `flags`) over the
-    simulated library at `lib`."""
+    simulated library at `lib`; with `record_all`, every event gets a row, so the
+    rows can be compared with the workload's own account of its calls."""
     command = workload_cmd(lib, summary, *flags)
+    if record_all:
+        trace_flags = ("--record-all", *trace_flags)
     return run_cli("trace", *trace_flags, "--db", str(db), "--cuda-lib", str(lib), "--", *command, env=env)
 
 

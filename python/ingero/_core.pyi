@@ -19,6 +19,7 @@ class Attachment(TypedDict):
 class TraceStats(TypedDict):
     received: int
     stored: int
+    aggregated: int
     dropped: int
     unpaired: int
     sampled_out: int
@@ -39,6 +40,9 @@ class Tracer:
         flags: str = ...,
         python_ver: str = ...,
         ingero_ver: str = ...,
+        record_all: bool = ...,
+        stack_samples: int = ...,
+        max_db_bytes: int = ...,
     ) -> None: ...
     def launch(self, argv: list[str]) -> int: ...
     def set_sampling_rate(self, rate: int) -> None: ...

@@ -12,6 +12,7 @@ use crate::{
     store::{
         SessionInfo,
         audit::{self, Delivered, ToolCall},
+        selective::Policy,
     },
     tracer::{TraceStats, Tracer},
 };
@@ -39,6 +40,7 @@ fn stats_dict<'py>(py: Python<'py>, s: &TraceStats) -> PyResult<Bound<'py, PyDic
     let d = PyDict::new(py);
     d.set_item("received", s.received)?;
     d.set_item("stored", s.stored)?;
+    d.set_item("aggregated", s.aggregated)?;
     d.set_item("dropped", s.dropped)?;
     d.set_item("unpaired", s.unpaired)?;
     d.set_item("sampled_out", s.sampled_out)?;
@@ -96,7 +98,7 @@ impl PyTracer {
         self.with(|t| t.add_target(pid))
     }
 
-    #[pyo3(signature = (db_path, node, pid_filter = String::new(), flags = String::new(), python_ver = String::new(), ingero_ver = String::new()))]
+    #[pyo3(signature = (db_path, node, pid_filter = String::new(), flags = String::new(), python_ver = String::new(), ingero_ver = String::new(), record_all = false, stack_samples = 100, max_db_bytes = 0))]
     #[allow(clippy::too_many_arguments)]
     fn start(
         &self,
@@ -107,6 +109,9 @@ impl PyTracer {
         flags: String,
         python_ver: String,
         ingero_ver: String,
+        record_all: bool,
+        stack_samples: u32,
+        max_db_bytes: u64,
     ) -> PyResult<()> {
         let session = SessionInfo {
             started_at_ns: crate::clock::wall_now_ns(),
@@ -115,6 +120,8 @@ impl PyTracer {
             flags,
             python_ver,
             ingero_ver,
+            policy: Policy { record_all, stack_samples },
+            max_db_bytes,
         };
         py.detach(|| self.with(|t| t.start(&db_path, &session)))
     }

@@ -14,12 +14,15 @@ use crate::{
     store::{self, SessionInfo, Writer, WriterStats, audit},
 };
 
-/// Where every event went: `received == stored + write_failed` once stopped, and
+/// Where every event went: `received == stored + aggregated + write_failed` once stopped, and
 /// `dropped` events never reached user space.
 #[derive(Debug, Default, Clone)]
 pub struct TraceStats {
     pub received: u64,
     pub stored: u64,
+    /// Counted in the aggregates only (selective storage): `received ==
+    /// stored + aggregated + write_failed` once stopped.
+    pub aggregated: u64,
     /// Lost in the kernel: a ring buffer was full.
     pub dropped: u64,
     /// Returns with no recorded entry (the call began before tracing started).
@@ -179,6 +182,7 @@ impl Tracer {
         TraceStats {
             received: self.drain_stats.received.load(Ordering::Relaxed),
             stored: self.writer_stats.stored.load(Ordering::Relaxed),
+            aggregated: self.writer_stats.aggregated.load(Ordering::Relaxed),
             dropped: self.kernel_counter(counter::RINGBUF_FULL),
             unpaired: self.kernel_counter(counter::UNPAIRED_RETURN),
             sampled_out: self.kernel_counter(counter::SAMPLED_OUT),

@@ -51,6 +51,11 @@ class TraceRequest:
     # 1-in-N recording of runtime/driver calls; None adapts to ring-buffer drops.
     sampling_rate: int | None = None
     stacks: bool = True
+    # Selective storage: False keeps every event; stack_samples caps rows per stack.
+    record_all: bool = False
+    stack_samples: int = 100
+    # Oldest rows are pruned to keep the database under this many bytes; 0 = no cap.
+    max_db_bytes: int = 0
 
 
 @dataclass
@@ -227,7 +232,8 @@ def run_trace(
     sampling = AdaptiveSampling(time.monotonic()) if request.sampling_rate is None else None
     flags = (
         f"duration={request.duration or 0} all_processes={int(trace_all)} nccl={int(request.nccl)} "
-        f"sampling={request.sampling_rate or 'adaptive'}"
+        f"sampling={request.sampling_rate or 'adaptive'} record_all={int(request.record_all)} "
+        f"stack_samples={request.stack_samples} max_db={request.max_db_bytes}"
     )
     try:
         tracer.start(
@@ -237,6 +243,9 @@ def run_trace(
             flags=flags,
             python_ver=platform.python_version(),
             ingero_ver=_core.__version__,
+            record_all=request.record_all,
+            stack_samples=request.stack_samples,
+            max_db_bytes=request.max_db_bytes,
         )
     except _core.IngeroError as err:
         raise TraceError(str(err)) from err

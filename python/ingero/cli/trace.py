@@ -13,6 +13,7 @@ from ingero import _core
 from ingero.capture.run import TraceError, TraceRequest, TraceResult, default_node, run_trace
 from ingero.cli.output import fail, stderr, stdout
 from ingero.durations import parse_duration
+from ingero.sizes import parse_size
 from ingero.store.paths import default_db_path
 
 
@@ -31,6 +32,7 @@ def _report(result: TraceResult, db: Path) -> None:
     lost = s["dropped"] + s["write_failed"]
     stdout.print(
         f"events: received {s['received']}, stored {s['stored']}, dropped {s['dropped']}"
+        + (f", aggregated only {s['aggregated']}" if s["aggregated"] else "")
         + (f", sampled out {s['sampled_out']}" if s["sampled_out"] else "")
         + (f", write failures {s['write_failed']}" if s["write_failed"] else "")
     )
@@ -78,6 +80,23 @@ def trace(  # noqa: PLR0917 - Typer maps each parameter to an option
         int,
         typer.Option(help="Bytes of each probe family's ring buffer (a power of two, at least 4096)."),
     ] = 8 << 20,
+    record_all: Annotated[
+        bool,
+        typer.Option(
+            "--record-all",
+            help="Store every event. Otherwise, after a 10 s baseline, routine calls are only counted in "
+            "the aggregates; anomalies, syncs, process events and slow I/O are always stored.",
+        ),
+    ] = False,
+    stack_samples: Annotated[
+        int, typer.Option(help="Events stored per distinct call stack (anomalies excepted); 0 = no cap.")
+    ] = 100,
+    max_db: Annotated[
+        str,
+        typer.Option(
+            help="Prune the oldest rows to keep the database under this size (e.g. 500m, 10g); 0 = no cap."
+        ),
+    ] = "10g",
 ) -> None:
     """Trace CUDA calls into SQLite: `ingero trace -- CMD`, `ingero trace --pid N`, or, with
     neither, every process that maps a CUDA library (until --duration or Ctrl+C)."""
@@ -93,6 +112,14 @@ def trace(  # noqa: PLR0917 - Typer maps each parameter to an option
         fail("--sampling-rate: must be 0 (adaptive) or a positive N")
     if ringbuf_size < 4096 or ringbuf_size & (ringbuf_size - 1):
         fail(f"--ringbuf-size: {ringbuf_size} is not a power of two of at least 4096")
+    if stack_samples < 0:
+        fail("--stack-samples: must be 0 (no cap) or a positive N")
+    try:
+        max_db_bytes = parse_size(max_db)
+    except ValueError as err:
+        fail(f"--max-db: {err}")
+    if 0 < max_db_bytes < 1 << 20:
+        fail("--max-db: must be at least 1m (or 0 for no cap)")
     database = db if db is not None else default_db_path(create_dir=True)
     request = TraceRequest(
         db=database,
@@ -105,6 +132,9 @@ def trace(  # noqa: PLR0917 - Typer maps each parameter to an option
         nccl=nccl,
         sampling_rate=sampling_rate or None,
         stacks=stack,
+        record_all=record_all,
+        stack_samples=stack_samples,
+        max_db_bytes=max_db_bytes,
     )
 
     def attached(a: _core.Attachment) -> None:

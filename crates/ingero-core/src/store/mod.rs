@@ -1,7 +1,10 @@
 //! The SQLite database in the original Go Ingero's format: opening it, and the
 //! batched writer that stores drained events.
 
+mod aggregates;
 pub mod audit;
+mod retention;
+pub mod selective;
 pub mod session;
 mod writer;
 
@@ -70,6 +73,8 @@ pub fn open_for_write(path: &Path) -> Result<Connection> {
             path.display()
         );
     }
+    // Only takes effect on a new, empty file: lets `--max-db` shrink it later.
+    conn.execute_batch("PRAGMA auto_vacuum=INCREMENTAL;")?;
     let mode: String = conn
         .query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))
         .with_context(|| format!("cannot write to database {}", path.display()))?;

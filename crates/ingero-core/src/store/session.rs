@@ -12,6 +12,10 @@ pub struct SessionInfo {
     pub flags: String,
     pub python_ver: String,
     pub ingero_ver: String,
+    /// Which events get a row of their own.
+    pub policy: super::selective::Policy,
+    /// Oldest rows are pruned to keep the files under this size; 0 = no cap.
+    pub max_db_bytes: u64,
 }
 
 fn first_line_with(path: &str, prefix: &str) -> Option<String> {

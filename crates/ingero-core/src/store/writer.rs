@@ -14,7 +14,10 @@ use anyhow::{Context as _, Result, anyhow};
 use ingero_common::event::COMM_LEN;
 use rusqlite::{Connection, params};
 
-use super::{SessionInfo, audit, audit::ToolCall, next_event_seq, session};
+use super::{
+    SessionInfo, aggregates::Deltas, audit, audit::ToolCall, next_event_seq, retention::Retention,
+    selective::Selector, session,
+};
 use crate::symbolize::StackRow;
 
 /// One row of `events`, already converted to wall-clock time.
@@ -65,6 +68,8 @@ impl EventRow {
 #[derive(Debug, Default)]
 pub struct WriterStats {
     pub stored: AtomicU64,
+    /// Events counted in the aggregates only (selective storage).
+    pub aggregated: AtomicU64,
     pub failed: AtomicU64,
     /// The first write error, kept so the end-of-trace report can name it.
     pub first_error: Mutex<Option<String>>,
@@ -92,12 +97,21 @@ impl Writer {
         let node = info.node.clone();
         let next_seq = next_event_seq(&conn, &node)?;
         let session_id = session::begin(&conn, info)?;
+        let retention = (info.max_db_bytes > 0).then(|| Retention::new(info.max_db_bytes));
+        if info.max_db_bytes > 0 {
+            conn.execute_batch(&format!(
+                "PRAGMA journal_size_limit = {};",
+                Retention::wal_limit(info.max_db_bytes)
+            ))?;
+        }
+        let selector = Selector::new(info.policy, info.started_at_ns);
+        let state = State { conn, node, next_seq, named_pids: HashSet::new(), selector, retention };
         let (sender, receiver) = sync_channel(QUEUE_DEPTH);
         let stats = Arc::new(WriterStats::default());
         let thread_stats = Arc::clone(&stats);
         let thread = std::thread::Builder::new()
             .name("ingero-writer".into())
-            .spawn(move || write_loop(conn, node, next_seq, session_id, receiver, &thread_stats))
+            .spawn(move || write_loop(state, session_id, receiver, &thread_stats))
             .context("cannot start the writer thread")?;
         Ok(Self { sender: Some(sender), thread: Some(thread), stats })
     }
@@ -129,31 +143,36 @@ impl Writer {
     }
 }
 
-fn write_loop(
-    mut conn: Connection,
+/// What the writer thread carries from batch to batch.
+struct State {
+    conn: Connection,
     node: String,
-    mut next_seq: u64,
-    session_id: i64,
-    receiver: Receiver<Batch>,
-    stats: &WriterStats,
-) -> Result<()> {
-    let mut named_pids = HashSet::new();
+    next_seq: u64,
+    named_pids: HashSet<u32>,
+    selector: Selector,
+    retention: Option<Retention>,
+}
+
+fn write_loop(mut st: State, session_id: i64, receiver: Receiver<Batch>, stats: &WriterStats) -> Result<()> {
     for batch in receiver {
-        let mut result = write_batch(&mut conn, &node, next_seq, &batch, &mut named_pids);
+        // Decided once, so a retried batch keeps the same rows and numbers.
+        let keep: Vec<bool> = batch.events.iter().map(|e| st.selector.keep(e)).collect();
+        let mut result = write_batch(&mut st, &batch, &keep);
         if result.is_err() {
             // Someone else appended under our node (an MCP server that found no
             // trace running as this one started): renumber after them once.
-            if let Ok(seq) = next_event_seq(&conn, &node)
-                && seq > next_seq
+            if let Ok(seq) = next_event_seq(&st.conn, &st.node)
+                && seq > st.next_seq
             {
-                next_seq = seq;
-                result = write_batch(&mut conn, &node, next_seq, &batch, &mut named_pids);
+                st.next_seq = seq;
+                result = write_batch(&mut st, &batch, &keep);
             }
         }
         match result {
-            Ok(()) => {
-                next_seq += (batch.events.len() + batch.tool_calls.len()) as u64;
-                stats.stored.fetch_add(batch.events.len() as u64, Ordering::Relaxed);
+            Ok(stored) => {
+                st.next_seq += stored + batch.tool_calls.len() as u64;
+                stats.stored.fetch_add(stored, Ordering::Relaxed);
+                stats.aggregated.fetch_add(batch.events.len() as u64 - stored, Ordering::Relaxed);
             }
             Err(err) => {
                 stats.failed.fetch_add(batch.events.len() as u64, Ordering::Relaxed);
@@ -161,43 +180,36 @@ fn write_loop(
                 first.get_or_insert_with(|| format!("{err:#}"));
             }
         }
+        if let Some(retention) = st.retention.as_mut()
+            && let Err(err) = retention.enforce(&st.conn)
+        {
+            let mut first = stats.first_error.lock().unwrap_or_else(|e| e.into_inner());
+            first.get_or_insert_with(|| format!("keeping the database under its size cap: {err:#}"));
+        }
     }
-    session::end(&conn, session_id, crate::clock::wall_now_ns())?;
+    session::end(&st.conn, session_id, crate::clock::wall_now_ns())?;
     // Fold the WAL back so the file is complete on its own when copied elsewhere.
-    conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE);")?;
-    conn.close().map_err(|(_, err)| err)?;
+    st.conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE);")?;
+    st.conn.close().map_err(|(_, err)| err)?;
     Ok(())
 }
 
-fn write_batch(
-    conn: &mut Connection,
-    node: &str,
-    first_seq: u64,
-    batch: &Batch,
-    named_pids: &mut HashSet<u32>,
-) -> Result<()> {
-    let known = named_pids.len();
-    let result = write_batch_tx(conn, node, first_seq, batch, named_pids);
+/// Writes one batch in one transaction; returns how many events got a row.
+fn write_batch(st: &mut State, batch: &Batch, keep: &[bool]) -> Result<u64> {
+    let known = st.named_pids.clone();
+    let result = write_batch_tx(st, batch, keep);
     if result.is_err() {
-        // The names went nowhere: forget them so the next try writes them.
-        let new: Vec<u32> = batch.events.iter().map(|e| e.pid).collect();
-        if named_pids.len() > known {
-            for pid in new {
-                named_pids.remove(&pid);
-            }
-        }
+        // The names went nowhere: the next try must write them again.
+        st.named_pids = known;
     }
     result
 }
 
-fn write_batch_tx(
-    conn: &mut Connection,
-    node: &str,
-    first_seq: u64,
-    batch: &Batch,
-    named_pids: &mut HashSet<u32>,
-) -> Result<()> {
+fn write_batch_tx(st: &mut State, batch: &Batch, keep: &[bool]) -> Result<u64> {
+    let State { conn, node, next_seq, named_pids, .. } = st;
+    let node: &str = node;
     let tx = conn.transaction()?;
+    let mut seq = *next_seq;
     {
         let mut stack =
             tx.prepare_cached("INSERT OR IGNORE INTO stack_traces (hash, ips, frames) VALUES (?1, ?2, ?3)")?;
@@ -208,13 +220,22 @@ fn write_batch_tx(
         let mut name = tx.prepare_cached(
             "INSERT OR REPLACE INTO process_names (pid, name, seen_at) VALUES (?1, ?2, ?3)",
         )?;
+        let mut deltas = Deltas::default();
         let mut id = String::with_capacity(node.len() + 21);
-        for (seq, row) in (first_seq..).zip(&batch.events) {
+        for (row, &kept) in batch.events.iter().zip(keep) {
+            deltas.add(row, kept);
+            let comm = row.comm_str();
+            if named_pids.insert(row.pid) {
+                name.execute(params![row.pid, comm, row.timestamp_ns])?;
+            }
+            if !kept {
+                continue;
+            }
             id.clear();
             id.push_str(node);
             id.push(':');
             id.push_str(&seq.to_string());
-            let comm = row.comm_str();
+            seq += 1;
             insert.execute(params![
                 id,
                 row.timestamp_ns,
@@ -232,15 +253,13 @@ fn write_batch_tx(
                 row.cgroup_id as i64,
                 row.stack_hash,
             ])?;
-            if named_pids.insert(row.pid) {
-                name.execute(params![row.pid, comm, row.timestamp_ns])?;
-            }
         }
-        let first_call_seq = first_seq + batch.events.len() as u64;
-        for (seq, call) in (first_call_seq..).zip(&batch.tool_calls) {
+        deltas.flush(&tx)?;
+        for call in &batch.tool_calls {
             audit::insert(&tx, &format!("{node}:{seq}"), node, call)?;
+            seq += 1;
         }
     }
     tx.commit()?;
-    Ok(())
+    Ok(seq - *next_seq - batch.tool_calls.len() as u64)
 }
