@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
-# Build the simulated CUDA libraries (libcudart.so.12, libcuda.so.1) and the
-# simulated NCCL (libnccl.so.2).
+# Build the simulated CUDA libraries (libcudart.so.12, libcuda.so.1), the
+# simulated NCCL (libnccl.so.2) and libsimcheck.so.1 (`ingero check`'s target).
 # Usage: tests/simcuda/build.sh [OUT_DIR]   (default: tests/simcuda/build)
 # Rebuilds a library only when a source (or this script) is newer than it;
-# SIMCUDA_REBUILD=1 forces a rebuild.  Prints one line per library.
+# SIMCUDA_REBUILD=1 forces a rebuild; SIMCUDA_LINKS=0 makes no libX.so symlinks
+# (a wheel cannot hold them).  Prints one line per library.
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -26,7 +27,7 @@ build() { # build <source> <soname> <linkname>
         mv -f "$lib.tmp.$$" "$lib"
         status="built"
     fi
-    if [[ "$(readlink "$out/$link" 2>/dev/null)" != "$soname" ]]; then
+    if [[ "${SIMCUDA_LINKS:-1}" != 0 && "$(readlink "$out/$link" 2>/dev/null)" != "$soname" ]]; then
         ln -sfn "$soname" "$out/$link.tmp.$$"
         mv -fT "$out/$link.tmp.$$" "$out/$link"
     fi
@@ -36,3 +37,4 @@ build() { # build <source> <soname> <linkname>
 build cudart.c libcudart.so.12 libcudart.so
 build cuda.c libcuda.so.1 libcuda.so
 build nccl.c libnccl.so.2 libnccl.so
+build check.c libsimcheck.so.1 libsimcheck.so

@@ -266,6 +266,7 @@ static CUresult drv_launch(const void *f, unsigned int gx, unsigned int gy, unsi
         return CUDA_ERROR_INVALID_HANDLE;
     if (gx == 0 || gy == 0 || gz == 0 || bx == 0 || by == 0 || bz == 0)
         return CUDA_ERROR_INVALID_VALUE;
+    sim_kernel_first_launch(f);
     sim_delay(sim_config()->launch_ns);
     pthread_mutex_lock(&sim_lock);
     s = sim_stream_lookup_locked(stream, dev);

@@ -67,6 +67,7 @@ static cudaError_t rt_check_device(void)
 {
     if (sim_config()->device_count <= 0)
         return cudaErrorNoDevice;
+    sim_context_init();
     return cudaSuccess;
 }
 
@@ -227,6 +228,7 @@ static cudaError_t rt_launch(const void *func, dim3 grid, dim3 block, const void
         return cudaErrorInvalidConfiguration;
     if ((e = rt_check_device()) != cudaSuccess)
         return e;
+    sim_kernel_first_launch(func);
     sim_delay(sim_config()->launch_ns);
     pthread_mutex_lock(&sim_lock);
     s = sim_stream_lookup_locked(stream, rt_cur_dev);

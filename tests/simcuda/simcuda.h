@@ -18,11 +18,16 @@
 #define SIMCUDA_H
 
 #include <errno.h>
+#include <fcntl.h>
 #include <pthread.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
 #include <time.h>
+#include <unistd.h>
 
 #define SIM_API __attribute__((visibility("default"), noinline))
 #define SIM_INTERNAL static __attribute__((unused))
@@ -46,6 +51,10 @@ struct sim_config {
     uint64_t launch_ns;          /* SIMCUDA_LAUNCH_NS          */
     uint64_t kernel_ns;          /* SIMCUDA_KERNEL_NS          */
     uint64_t spin_ns;            /* SIMCUDA_SPIN_NS            */
+    uint64_t context_init_ns;    /* SIMCUDA_CONTEXT_INIT_NS    */
+    uint64_t module_load_ns;     /* SIMCUDA_MODULE_LOAD_NS     */
+    uint64_t switch_ns;          /* SIMCUDA_SWITCH_NS          */
+    const char *shared_device;   /* SIMCUDA_SHARED_DEVICE      */
     int device_count;            /* SIMCUDA_DEVICE_COUNT       */
 };
 
@@ -90,6 +99,12 @@ static void sim_config_init(void)
     sim_cfg.launch_ns = sim_env_u64("SIMCUDA_LAUNCH_NS", 5000);
     sim_cfg.kernel_ns = sim_env_u64("SIMCUDA_KERNEL_NS", 50000);
     sim_cfg.spin_ns = sim_env_u64("SIMCUDA_SPIN_NS", 60000);
+    sim_cfg.context_init_ns = sim_env_u64("SIMCUDA_CONTEXT_INIT_NS", 0);
+    sim_cfg.module_load_ns = sim_env_u64("SIMCUDA_MODULE_LOAD_NS", 0);
+    sim_cfg.switch_ns = sim_env_u64("SIMCUDA_SWITCH_NS", 0);
+    sim_cfg.shared_device = getenv("SIMCUDA_SHARED_DEVICE");
+    if (sim_cfg.shared_device != NULL && *sim_cfg.shared_device == '\0')
+        sim_cfg.shared_device = NULL;
     n = sim_env_u64("SIMCUDA_DEVICE_COUNT", 1);
     if (n > SIM_MAX_DEVICES)
         n = SIM_MAX_DEVICES;
@@ -255,11 +270,69 @@ SIM_INTERNAL int sim_stream_destroy(const void *handle)
     return 0;
 }
 
+/*
+ * Devices shared between processes (SIMCUDA_SHARED_DEVICE=FILE): every process
+ * naming the same file maps one timeline per device, so their work runs one
+ * piece at a time, as a time-sliced GPU runs one context at a time.  Work
+ * following another process's pays SIMCUDA_SWITCH_NS of device time (the
+ * context switch).  flock serialises the processes; CLOCK_MONOTONIC is the same
+ * clock in all of them.
+ */
+struct sim_shared_devices {
+    uint64_t busy_until[SIM_MAX_DEVICES];
+    int32_t last_pid[SIM_MAX_DEVICES];
+};
+
+static struct sim_shared_devices *sim_shared;
+static int sim_shared_fd = -1;
+static pthread_once_t sim_shared_once = PTHREAD_ONCE_INIT;
+
+static void sim_shared_init(void)
+{
+    const char *path = sim_config()->shared_device;
+    struct stat st;
+    void *m;
+    int fd;
+
+    if (path == NULL)
+        return;
+    fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+    if (fd < 0)
+        return; /* unshared: this process keeps its private device */
+    if (flock(fd, LOCK_EX) == 0) {
+        if (fstat(fd, &st) == 0 && (size_t)st.st_size < sizeof(struct sim_shared_devices))
+            (void)ftruncate(fd, sizeof(struct sim_shared_devices));
+        flock(fd, LOCK_UN);
+    }
+    m = mmap(NULL, sizeof(struct sim_shared_devices), PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    if (m == MAP_FAILED) {
+        close(fd);
+        return;
+    }
+    sim_shared = m;
+    sim_shared_fd = fd;
+}
+
 /* Caller holds sim_lock.  Queue `ns` of device work; returns its end time. */
 SIM_INTERNAL uint64_t sim_stream_queue_locked(struct sim_stream *s, uint64_t ns)
 {
     uint64_t now = sim_now_ns();
     uint64_t start = s->busy_until > now ? s->busy_until : now;
+    int dev = s->device;
+
+    pthread_once(&sim_shared_once, sim_shared_init);
+    if (sim_shared != NULL && dev >= 0 && dev < SIM_MAX_DEVICES && flock(sim_shared_fd, LOCK_EX) == 0) {
+        int32_t me = (int32_t)getpid();
+        if (sim_shared->busy_until[dev] > start)
+            start = sim_shared->busy_until[dev];
+        if (sim_shared->last_pid[dev] != 0 && sim_shared->last_pid[dev] != me)
+            ns = sim_sat_add(ns, sim_config()->switch_ns);
+        s->busy_until = sim_sat_add(start, ns);
+        sim_shared->busy_until[dev] = s->busy_until;
+        sim_shared->last_pid[dev] = me;
+        flock(sim_shared_fd, LOCK_UN);
+        return s->busy_until;
+    }
     s->busy_until = sim_sat_add(start, ns);
     return s->busy_until;
 }
@@ -377,6 +450,7 @@ SIM_INTERNAL uint64_t sim_mem_used(int device)
 struct sim_ktime {
     const void *func;
     uint64_t ns;
+    int loaded;                 /* launched before: its module is loaded */
     struct sim_ktime *next;
 };
 
@@ -397,6 +471,7 @@ SIM_INTERNAL void sim_kernel_time_set(const void *func, uint64_t ns)
     if (k == NULL && fresh != NULL) {
         fresh->func = func;
         fresh->ns = ns;
+        fresh->loaded = 0;
         fresh->next = sim_ktimes;
         sim_ktimes = fresh;
         fresh = NULL;
@@ -413,6 +488,59 @@ SIM_INTERNAL uint64_t sim_kernel_time_locked(const void *func)
         if (k->func == func)
             return k->ns;
     return sim_config()->kernel_ns;
+}
+
+/*
+ * Lazy module loading: the first launch of each kernel function pays
+ * SIMCUDA_MODULE_LOAD_NS of host time (as CUDA_MODULE_LOADING=LAZY does).
+ * Caller does not hold sim_lock.
+ */
+SIM_INTERNAL void sim_kernel_first_launch(const void *func)
+{
+    const struct sim_config *c = sim_config();
+    struct sim_ktime *k, *fresh;
+    int first = 0;
+
+    if (c->module_load_ns == 0)
+        return;
+    fresh = malloc(sizeof(*fresh));
+    pthread_mutex_lock(&sim_lock);
+    for (k = sim_ktimes; k != NULL; k = k->next)
+        if (k->func == func)
+            break;
+    if (k == NULL && fresh != NULL) {
+        fresh->func = func;
+        fresh->ns = c->kernel_ns;
+        fresh->loaded = 0;
+        fresh->next = sim_ktimes;
+        sim_ktimes = k = fresh;
+        fresh = NULL;
+    }
+    if (k != NULL && !k->loaded) {
+        k->loaded = 1;
+        first = 1;
+    }
+    pthread_mutex_unlock(&sim_lock);
+    free(fresh);
+    if (first)
+        sim_delay(c->module_load_ns);
+}
+
+/*
+ * Lazy context creation: the first call of a process that needs the device
+ * pays SIMCUDA_CONTEXT_INIT_NS of host time; calls of other threads meanwhile
+ * wait for it, as they do behind CUDA's primary-context creation.
+ */
+static void sim_context_create(void)
+{
+    sim_delay(sim_config()->context_init_ns);
+}
+
+static pthread_once_t sim_context_once = PTHREAD_ONCE_INIT;
+
+SIM_INTERNAL void sim_context_init(void)
+{
+    pthread_once(&sim_context_once, sim_context_create);
 }
 
 /*
