@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from ingero.cli import mcp, trace
+from ingero.cli import check, demo, mcp, trace
 
 app = typer.Typer(
     name="ingero",
@@ -15,6 +15,8 @@ app = typer.Typer(
 )
 trace.register(app)
 mcp.register(app)
+check.register(app)
+demo.register(app)
 
 
 @app.callback()
