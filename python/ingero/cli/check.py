@@ -26,8 +26,7 @@ def check(
         bool, typer.Option("--json", help="One JSON object: the checks and the verdict.")
     ] = False,
 ) -> None:
-    """Check that tracing works here: kernel, BPF, probes attached and seen firing for
-    real, GPU driver, CUDA libraries and processes."""
+    """Check that tracing works here: probes seen firing for real, kernel, GPU, CUDA libraries."""
     results: list[Check] = []
     for c in all_checks():
         results.append(c)

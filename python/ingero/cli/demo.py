@@ -81,8 +81,7 @@ def demo(
         bool, typer.Option("--control", help="Run without the stressors: the causes must not appear.")
     ] = False,
 ) -> None:
-    """Trace real workloads that reproduce six GPU problems over the bundled simulated
-    CUDA library (no GPU needed), and check that ingero finds each root cause."""
+    """Reproduce six GPU problems on the bundled simulated CUDA library, trace them, find the causes."""
     chosen: list[Scenario] = list(SCENARIOS)
     if scenario is not None:
         one = find(scenario)
