@@ -155,8 +155,10 @@ def _plan(scenario: str, n_events: int, seed: int) -> _Plan:
     few = max(min(n_events // 100, 20_000), 60)  # host events: ~1% of the trace
     tail = scenario.endswith("-tail")
     if scenario in ("clean", "tcp-burst", "oom", "multi-process") or scenario.startswith("graph-"):
-        # A healthy host: a few context switches and a little journald I/O.
-        extra.append(host_sched(4, TRAIN_PID, HOG_PID, "20000"))
+        # A healthy host: a few context switches and a little journald I/O. (None for the
+        # graph scenarios: launches every 10 ms would put any switch near one.)
+        if not scenario.startswith("graph-"):
+            extra.append(host_sched(4, TRAIN_PID, HOG_PID, "20000"))
         extra.append(_Stream(8, _spread(8, span, 7_000), "96", "5", "2", "150000", arg0="8"))
         plan.names[96] = "jbd2/nvme0n1p1-8"
     if scenario == "sched-tail":
@@ -216,7 +218,7 @@ def _plan(scenario: str, n_events: int, seed: int) -> _Plan:
         extra.append(_Stream(3, _spread(3, span, 1_000), str(TRAIN_PID), "8", "1", "20000", "0x7f00", "0"))
         extra.append(
             _Stream(
-                3, _spread(3, span, 901_000), str(TRAIN_PID), "8", "2", "800000", "0x7f00", "0x9000 + i", "2"
+                3, _spread(3, span, 901_000), str(TRAIN_PID), "8", "2", "2000000", "0x7f00", "0x9000 + i", "2"
             )
         )
     elif scenario == "graph-launch-contention":
