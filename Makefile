@@ -10,8 +10,8 @@ DEMO_DB ?= $(CURDIR)/ingero-demo.db
 setup:
 	@bash scripts/setup.sh
 
-# The main job on its embedded default: trace the bundled workload over the
-# simulated CUDA library and show what was stored.
+# A newcomer's first minute: is this machine ready to trace (`ingero check`), then the
+# six scenarios traced for real over the bundled simulated CUDA library (`ingero demo`).
 demo: setup
 	@bash scripts/demo.sh "$(DEMO_DB)"
 
@@ -37,8 +37,9 @@ bench: setup
 	python benches/uprobe_overhead.py --json benches/results/uprobe_overhead.json
 
 wheel: setup
+	SIMCUDA_LINKS=0 bash tests/simcuda/build.sh python/ingero/demo/simcuda
 	maturin build --release --out dist
 
 clean:
 	cargo clean
-	rm -rf dist tests/simcuda/build
+	rm -rf dist tests/simcuda/build python/ingero/demo/simcuda

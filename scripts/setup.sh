@@ -77,8 +77,9 @@ export PATH="$CACHE/bpf-linker/bin:$PATH"
 VIRTUAL_ENV=$VENV "$VENV/bin/maturin" develop --quiet --release --extras dev \
     || die "maturin develop failed (see the output above)"
 
-step "simulated CUDA library"
+step "simulated CUDA library (tests, and the copy the package carries for check and demo)"
 bash tests/simcuda/build.sh "$ROOT/tests/simcuda/build" || die "tests/simcuda/build.sh failed"
+SIMCUDA_LINKS=0 bash tests/simcuda/build.sh "$ROOT/python/ingero/demo/simcuda" || die "tests/simcuda/build.sh failed"
 
 if [ "$(id -u)" -eq 0 ] && [ ! -e /sys/kernel/tracing/trace_pipe ] && [ -d /sys/kernel/tracing ]; then
     step "tracefs"
