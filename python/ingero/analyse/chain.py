@@ -87,12 +87,12 @@ class CausalChain:
             self.summary,
             self.root_cause,
             self.explanation,
-            json.dumps(self.recommendations, ensure_ascii=False),
+            json.dumps(self.recommendations, ensure_ascii=False, separators=(",", ":")),
             self.cuda_op,
             self.cuda_p99_us,
             self.cuda_p50_us,
             round(self.tail_ratio, 1),
-            json.dumps([t.to_dict() for t in self.timeline], ensure_ascii=False),
+            json.dumps([t.to_dict() for t in self.timeline], ensure_ascii=False, separators=(",", ":")),
             self.node,
         )
 

@@ -1,0 +1,44 @@
+"""Chains found while a trace runs, stored in `causal_chains` as the original stores them."""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+
+from ingero.analyse.chains import analyse
+from ingero.analyse.load import Window
+from ingero.store.database import open_readonly
+
+BUSY_TIMEOUT_MS = 5000
+_UPSERT = """
+INSERT INTO causal_chains (id, detected_at, severity, summary, root_cause, explanation, recommendations,
+                           cuda_op, cuda_p99_us, cuda_p50_us, tail_ratio, timeline, node)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+ON CONFLICT(id) DO UPDATE SET
+    detected_at = excluded.detected_at, severity = excluded.severity, summary = excluded.summary,
+    root_cause = excluded.root_cause, explanation = excluded.explanation,
+    recommendations = excluded.recommendations, cuda_op = excluded.cuda_op,
+    cuda_p99_us = excluded.cuda_p99_us, cuda_p50_us = excluded.cuda_p50_us,
+    tail_ratio = excluded.tail_ratio, timeline = excluded.timeline, node = excluded.node
+"""
+
+
+def store_live_chains(db_path: str | os.PathLike[str], trace_start_ns: int, node: str) -> int:
+    """Analyses the trace so far (from `trace_start_ns`) and upserts its chains; returns how many.
+
+    Ids are ``{node}:{descriptor}``, so a chain found again replaces its earlier row. The write
+    goes through its own short connection that waits for the trace's writer (WAL: readers and
+    this one writer do not block the event writer for long).
+    """
+    with open_readonly(db_path) as reader:
+        found = analyse(reader, Window(start_ns=trace_start_ns), include_stored=False, node=node).chains
+    if not found:
+        return 0
+    writer = sqlite3.connect(db_path, timeout=BUSY_TIMEOUT_MS / 1000)
+    try:
+        writer.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+        with writer:
+            writer.executemany(_UPSERT, [chain.row() for chain in found])
+    finally:
+        writer.close()
+    return len(found)
