@@ -63,7 +63,7 @@ class TraceStatsResult(Result):
     ops: list[OpStat]
     processes: list[ProcessCount]
     stored_chains: int
-    mcp_calls: int = Field(description="Audit events of MCP tool calls in this window (source MCP)")
+    mcp_calls: int = Field(description="Audit events of MCP calls in the database (source MCP), not in ops")
 
 
 class TimelineEntry(BaseModel):

@@ -50,8 +50,9 @@ def clean(text: str, limit: int = NAME_MAX, *, keep_newlines: bool = False) -> s
 
 
 def wrap(text: str, limit: int = NAME_MAX) -> str:
-    """`text` cleaned and delimited as traced data."""
-    return f"{OPEN}{clean(text, limit)}{CLOSE}"
+    """`text` cleaned and delimited as traced data (nothing to delimit when it is empty)."""
+    cleaned = clean(text, limit)
+    return f"{OPEN}{cleaned}{CLOSE}" if cleaned else ""
 
 
 def wrap_value(value: object, limit: int = TEXT_MAX) -> object:

@@ -21,6 +21,8 @@ class Scope:
     start_ns: int | None = None
     end_ns: int | None = None
     pids: tuple[int, ...] = ()
+    # The audit source: MCP calls are events of the trace, but not of the traced workload.
+    exclude_source: int | None = None
 
     def where(self, alias: str = "") -> tuple[str, list[int]]:
         """An SQL condition (always valid after WHERE) and its parameters."""
@@ -35,26 +37,40 @@ class Scope:
         if self.pids:
             parts.append(f"{p}pid IN ({','.join('?' * len(self.pids))})")
             params.extend(self.pids)
+        if self.exclude_source is not None:
+            parts.append(f"{p}source != ?")
+            params.append(self.exclude_source)
         return " AND ".join(parts), params
 
 
-def newest_timestamp(conn: sqlite3.Connection) -> int | None:
-    row = conn.execute("SELECT max(timestamp) FROM events").fetchone()
+def newest_timestamp(conn: sqlite3.Connection, exclude_source: int | None) -> int | None:
+    """The newest event of the traced workload (audit events of MCP calls come later)."""
+    if exclude_source is None:
+        row = conn.execute("SELECT max(timestamp) FROM events").fetchone()
+    else:
+        # Newest first by the timestamp index, skipping the few audit events at the end.
+        row = conn.execute(
+            "SELECT timestamp FROM events WHERE source != ? ORDER BY timestamp DESC LIMIT 1",
+            (exclude_source,),
+        ).fetchone()
     return None if row is None or row[0] is None else int(row[0])
 
 
 def scope(conn: sqlite3.Connection, since: str | None, pids: list[int] | None = None) -> Scope:
-    """The events of the last `since` of the trace (a recorded trace has no 'now'), for `pids`."""
-    start = None
+    """The events of the last `since` of the trace (a recorded trace has no 'now'), for `pids`,
+    without the audit events of MCP calls."""
+    seconds = None
     if since:
         try:
             seconds = parse_duration(since)
         except ValueError as e:
             raise ToolInputError(f"since: {e}") from None
-        newest = newest_timestamp(conn)
-        if newest is not None:
-            start = newest - int(seconds * 1e9)
-    return Scope(start_ns=start, pids=tuple(pids or ()))
+    mcp = mcp_source()
+    newest = newest_timestamp(conn, mcp)
+    start = newest - int(seconds * 1e9) if newest is not None and seconds is not None else None
+    # Ends at the newest workload event, so audit events appended later do not stretch it.
+    end = newest if mcp is not None and newest is not None else None
+    return Scope(start_ns=start, end_ns=end, pids=tuple(pids or ()), exclude_source=mcp)
 
 
 def op_names() -> dict[tuple[int, int], tuple[str, str]]:
@@ -95,5 +111,6 @@ def analysis(conn: sqlite3.Connection, scope: Scope) -> Any | None:
         return None
     window = None
     if scope.start_ns is not None or scope.end_ns is not None:
-        window = window_type(scope.start_ns, scope.end_ns)
+        # Window ends are exclusive; ours are inclusive.
+        window = window_type(scope.start_ns, None if scope.end_ns is None else scope.end_ns + 1)
     return analyse(conn, window=window, pids=list(scope.pids) or None)

@@ -29,18 +29,20 @@ MAX_VALUE_BYTES = 1_000_000
 ALLOWED_FUNCTIONS = frozenset(
     """
     abs avg ceil ceiling char coalesce concat concat_ws count cume_dist date datetime
-    dense_rank exp first_value floor format glob group_concat hex ifnull iif instr
+    dense_rank exp first_value floor glob group_concat hex ifnull iif instr
     julianday lag last_value lead length like likely ln log log10 log2 lower ltrim max
-    min mod nth_value ntile nullif percent_rank pow power printf quote rank replace round
+    min mod nth_value ntile nullif percent_rank pow power quote rank replace round
     row_number rtrim sign sqrt string_agg strftime substr substring sum time timediff
     total trim trunc typeof unhex unicode unixepoch unlikely upper
     json json_array json_array_length json_extract json_group_array json_group_object
     json_object json_quote json_type json_valid
     """.split()  # noqa: SIM905 - a word list reads better than 80 quoted names
 )
-# Functions that can build a value far larger than their input. Python before 3.11
-# cannot cap value lengths (Connection.setlimit), so there they are refused instead.
-_AMPLIFIERS = frozenset({"printf", "format", "replace", "concat", "concat_ws", "group_concat", "string_agg"})
+# printf/format are out: a width such as '%.*c' with 2e9 makes SQLite format for seconds
+# before the length limit applies. The functions below can still build a value far larger
+# than their input; Python before 3.11 cannot cap value lengths (Connection.setlimit), so
+# there they are refused too.
+_AMPLIFIERS = frozenset({"replace", "concat", "concat_ws", "group_concat", "string_agg"})
 
 _LIMITS = {
     "SQLITE_LIMIT_ATTACHED": 0,

@@ -142,9 +142,7 @@ def trace_stats(conn: sqlite3.Connection, scope: Scope) -> TraceStatsResult:
     mcp = mcp_source()
     mcp_calls = 0
     if mcp is not None:
-        mcp_calls = conn.execute(
-            f"SELECT count(*) FROM events WHERE {where} AND source = ?", [*params, mcp]
-        ).fetchone()[0]
+        mcp_calls = conn.execute("SELECT count(*) FROM events WHERE source = ?", [mcp]).fetchone()[0]
     return TraceStatsResult(
         mode=mode,
         total_events=total,

@@ -35,6 +35,11 @@ def _open(db: Path) -> sqlite3.Connection:
     return conn
 
 
+def _file_state(db: Path) -> tuple[int, int, bool]:
+    st = db.stat()
+    return st.st_mtime_ns, st.st_size, Path(f"{db}-wal").exists()
+
+
 def _cap_text(text: str) -> str:
     data = text.encode()
     if len(data) <= MAX_TEXT_BYTES:
@@ -66,9 +71,21 @@ class Service:
     def __init__(self, db: Path, audit_where: Callable[[], str]) -> None:
         self.db = db
         self._conn = _open(db)
+        self._state = _file_state(db)
         self._lock = threading.Lock()
         self.sandbox = Sandbox(lambda: _open(db))
         self._audit_where = audit_where
+
+    def _fresh(self) -> sqlite3.Connection:
+        """The tools' connection, reopened when the file changed since it was opened: an
+        immutable connection must not read a file that audit events (or a trace) changed."""
+        state = _file_state(self.db)
+        if state != self._state:
+            self._conn.close()
+            self._conn = _open(self.db)
+            self.sandbox.close()
+            self._state = state
+        return self._conn
 
     def _finish(self, result: Result, text: str, rows: int) -> Answer:
         result.audit = self._audit_where()
@@ -83,13 +100,15 @@ class Service:
 
     def get_trace_stats(self, since: str | None) -> Answer:
         with self._lock:
-            r = stats.trace_stats(self._conn, scope(self._conn, since))
+            conn = self._fresh()
+            r = stats.trace_stats(conn, scope(conn, since))
         _trim(r, "ops", "Pass since to look at a shorter window.")
         return self._finish(r, stats.stats_text(r), len(r.ops))
 
     def get_causal_chains(self, top_n: int, pids: list[int] | None, since: str | None) -> Answer:
         with self._lock:
-            r = chains.causal_chains(self._conn, scope(self._conn, since, pids), top_n)
+            conn = self._fresh()
+            r = chains.causal_chains(conn, scope(conn, since, pids), top_n)
         _trim(r, "chains", "Lower top_n or filter by pids or since.")
         return self._finish(r, chains.chains_text(r), len(r.chains))
 
@@ -104,31 +123,34 @@ class Service:
                 raise ToolInputError(f"op: no op named {op!r} (get_schema lists them)") from None
             op_code = (found.source, found.id)
         with self._lock:
-            r = stacks.stacks(
-                self._conn, scope(self._conn, since, [pid] if pid else None), source, op_code, limit
-            )
+            conn = self._fresh()
+            r = stacks.stacks(conn, scope(conn, since, [pid] if pid else None), source, op_code, limit)
         _trim(r, "stacks", "Lower limit, or filter by op, pid or since.")
         return self._finish(r, stacks.stacks_text(r), len(r.stacks))
 
     def graph_lifecycle(self, pid: int, since: str | None) -> Answer:
         with self._lock:
-            r = graphs.lifecycle(self._conn, scope(self._conn, since, [pid]))
+            conn = self._fresh()
+            r = graphs.lifecycle(conn, scope(conn, since, [pid]))
         _trim(r, "events", "Pass since to see a shorter window.")
         return self._finish(r, graphs.lifecycle_text(r), len(r.events))
 
     def graph_frequency(self, pid: int, window_seconds: float, since: str | None) -> Answer:
         with self._lock:
-            r = graphs.frequency(self._conn, scope(self._conn, since, [pid]), window_seconds)
+            conn = self._fresh()
+            r = graphs.frequency(conn, scope(conn, since, [pid]), window_seconds)
         _trim(r, "handles", "Pass since to see a shorter window.")
         return self._finish(r, graphs.frequency_text(r), len(r.handles))
 
     def get_schema(self) -> Answer:
         with self._lock:
-            doc = schema_doc.schema(self._conn)
+            doc = schema_doc.schema(self._fresh())
         r = SchemaResult.model_validate(doc)
         return self._finish(r, schema_doc.schema_text(doc), len(r.tables))
 
     def run_sql(self, query: str, limit: int) -> Answer:
+        with self._lock:
+            self._fresh()
         out = self.sandbox.run(query, limit)
         rows = [[wrap_value(v) for v in row] for row in out.rows]
         r = SqlResultModel(
