@@ -85,7 +85,7 @@ SCENARIOS: tuple[Scenario, ...] = (
             words=("cold", "first", "warm", "init"),
             stat="cold_start",
         ),
-        workload=("--steps", "300", "--kernel-us", "100", "--alloc-bytes", str(MIB)),
+        workload=("--steps", "300", "--kernels", "4", "--kernel-us", "100", "--alloc-bytes", str(MIB)),
         stress_env={"SIMCUDA_CONTEXT_INIT_NS": str(250 * MS), "SIMCUDA_MODULE_LOAD_NS": str(30 * MS)},
     ),
     Scenario(
