@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT, WORKLOAD
+from tests.conftest import ROOT, SIMCUDA, WORKLOAD
 
 # Everything a build needs and a user must not: hidden by empty mounts.
 TOOLCHAIN_DIRS = [
@@ -30,6 +30,13 @@ def installed_wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
     work = tmp_path_factory.mktemp("wheel")
     maturin = shutil.which("maturin")
     assert maturin, "maturin is installed by `make setup`"
+    # The simulated CUDA libraries the wheel carries for `ingero check` and `ingero demo`.
+    subprocess.run(
+        ["bash", str(SIMCUDA / "build.sh"), str(ROOT / "python" / "ingero" / "demo" / "simcuda")],
+        env=dict(os.environ, SIMCUDA_LINKS="0"),
+        check=True,
+        capture_output=True,
+    )
     subprocess.run(
         [maturin, "build", "--release", "--quiet", "--out", str(work / "dist")],
         cwd=ROOT,
@@ -63,6 +70,9 @@ def test_wheel_traces_without_any_toolchain(installed_wheel: Path, simcuda_lib: 
             "! ls /usr/lib/llvm-*/bin/llvm-config 2>/dev/null",
             f"{venv_bin}/ingero trace --db {db} --cuda-lib {simcuda_lib} -- "
             f"{venv_bin}/python {WORKLOAD} --lib {simcuda_lib} --mallocs=3 --launches=5 --json /dev/null",
+            # The front door works from the wheel alone: its own simulated libraries and workloads.
+            f"{venv_bin}/ingero check",
+            f"{venv_bin}/ingero demo memcpy-bottleneck --db {tmp_path / 'demo.db'}",
         ]
     )
     env = dict(os.environ, PATH=f"{venv_bin}:/usr/local/bin:/usr/bin:/bin")
@@ -71,8 +81,11 @@ def test_wheel_traces_without_any_toolchain(installed_wheel: Path, simcuda_lib: 
         capture_output=True,
         text=True,
         env=env,
-        timeout=120,
+        timeout=240,
         check=False,
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "events: received 8, stored 8, dropped 0" in proc.stdout
+    assert "[ok] uprobe attach:" in proc.stdout
+    assert "[1/1] memcpy-bottleneck" in proc.stdout
+    assert f"ingero mcp --db {tmp_path / 'demo.db'}" in proc.stdout
