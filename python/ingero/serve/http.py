@@ -13,6 +13,7 @@ import hmac
 import ipaddress
 import json
 import os
+import socket
 import ssl
 import stat
 import tempfile
@@ -268,5 +269,17 @@ def serve(  # noqa: PLR0917
             raise HttpSetupError(f"cannot load the TLS certificate/key: {e}") from None
         assert config.ssl is not None
         config.ssl.minimum_version = ssl.TLSVersion.TLSv1_3
-        announce(f"serving MCP on https://{listen.host}:{listen.port}/mcp")
-        uvicorn.Server(config).run()
+        _AnnouncingServer(config, f"serving MCP on https://{listen.host}:{listen.port}/mcp", announce).run()
+
+
+class _AnnouncingServer(uvicorn.Server):
+    """Says it serves only once the socket listens, so a client told so can connect."""
+
+    def __init__(self, config: uvicorn.Config, line: str, announce: Callable[[str], None]) -> None:
+        super().__init__(config)
+        self._line, self._announce = line, announce
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets)
+        if self.started:
+            self._announce(self._line)
