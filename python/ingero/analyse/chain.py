@@ -18,10 +18,16 @@ class TimelineEvent:
     detail: str
     dur_us: int = 0
 
-    def to_dict(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"layer": self.layer, "op": self.op, "detail": self.detail}
-        if self.dur_us:
-            out["dur_us"] = self.dur_us
+    def to_dict(self, *, omit_zero: bool = False) -> dict[str, Any]:
+        """`omit_zero` drops a zero dur_us, as the original's stored JSON does."""
+        out: dict[str, Any] = {
+            "layer": self.layer,
+            "op": self.op,
+            "detail": self.detail,
+            "dur_us": self.dur_us,
+        }
+        if omit_zero and not self.dur_us:
+            del out["dur_us"]
         return out
 
 
@@ -92,7 +98,9 @@ class CausalChain:
             self.cuda_p99_us,
             self.cuda_p50_us,
             round(self.tail_ratio, 1),
-            json.dumps([t.to_dict() for t in self.timeline], ensure_ascii=False, separators=(",", ":")),
+            json.dumps(
+                [t.to_dict(omit_zero=True) for t in self.timeline], ensure_ascii=False, separators=(",", ":")
+            ),
             self.node,
         )
 

@@ -30,8 +30,11 @@ def store_live_chains(db_path: str | os.PathLike[str], trace_start_ns: int, node
     goes through its own short connection that waits for the trace's writer (WAL: readers and
     this one writer do not block the event writer for long).
     """
-    with open_readonly(db_path) as reader:
+    reader = open_readonly(db_path)
+    try:
         found = analyse(reader, Window(start_ns=trace_start_ns), include_stored=False, node=node).chains
+    finally:
+        reader.close()
     if not found:
         return 0
     writer = sqlite3.connect(db_path, timeout=BUSY_TIMEOUT_MS / 1000)
