@@ -75,11 +75,10 @@ class _OpSeries:
 def _node(conn: sqlite3.Connection) -> str:
     tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
     if "sessions" in tables and "node" in table_columns(conn, "sessions"):
-        row = conn.execute(
-            "SELECT node FROM sessions WHERE node != '' ORDER BY started_at DESC LIMIT 1"
-        ).fetchone()
-        if row:
-            return str(row[0])
+        nodes = [r[0] for r in conn.execute("SELECT DISTINCT node FROM sessions WHERE node != ''")]
+        # A merged fleet database has several: its chains belong to no single node.
+        if len(nodes) == 1:
+            return str(nodes[0])
     return ""
 
 
