@@ -75,16 +75,16 @@ def _signature(chain: CausalChain) -> tuple[str, str, frozenset[str]]:
 
 
 def merge_stored(found: list[CausalChain], stored: list[CausalChain]) -> list[CausalChain]:
-    """`found` plus one stored chain per (op, severity, kind of cause) the replay did not find.
+    """`found` plus one stored chain per (node, op, severity, kind of cause) the replay did not find.
 
     A live trace sees every event; the database keeps a sample. What the live correlator
     concluded is kept as evidence where the stored sample can no longer show it.
     """
     covered = {(c.cuda_op or c.key, c.severity): cause_kinds(c.root_cause) for c in found}
-    kept: dict[tuple[str, str, frozenset[str]], CausalChain] = {}
+    kept: dict[tuple[str, str, str, frozenset[str]], CausalChain] = {}
     for chain in stored:  # newest first: the newest of each kind stands for the rest
         op, severity, kinds = _signature(chain)
         if kinds <= covered.get((op, severity), set()) and (op, severity) in covered:
             continue
-        kept.setdefault((op, severity, kinds), chain)
+        kept.setdefault((chain.node, op, severity, kinds), chain)
     return found + list(kept.values())
