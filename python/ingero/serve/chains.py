@@ -8,7 +8,7 @@ from typing import Any
 
 from ingero.serve.models import Chain, ChainsResult, TimelineEntry
 from ingero.serve.sanitize import NAME_MAX, TEXT_MAX, wrap
-from ingero.serve.scope import Scope, analysis
+from ingero.serve.scope import Scope
 
 _SEVERITY_RANK = {"HIGH": 0, "MEDIUM": 1, "LOW": 2}
 
@@ -77,13 +77,9 @@ def _stored(conn: sqlite3.Connection, scope: Scope) -> list[dict[str, Any]]:
     return list(best.values())
 
 
-def _analysed(conn: sqlite3.Connection, scope: Scope) -> list[dict[str, Any]] | None:
-    result = analysis(conn, scope)
-    return None if result is None else [c.to_dict() for c in result.chains]
-
-
-def causal_chains(conn: sqlite3.Connection, scope: Scope, top_n: int) -> ChainsResult:
-    found = _analysed(conn, scope)
+def causal_chains(conn: sqlite3.Connection, scope: Scope, top_n: int, analysed: Any | None) -> ChainsResult:
+    """Chains of `scope`: from `analysed` (the engine's Analysis of it) when given, else stored."""
+    found = None if analysed is None else [c.to_dict() for c in analysed.chains]
     source, note = "analysis", ""
     if found is None:
         source = "stored"

@@ -168,6 +168,7 @@ class AuditMiddleware:
 def build_server(db: Path, transport: str) -> tuple[MCPServer[Any], Service]:
     auditor = Auditor(db, transport)
     service = Service(db, lambda: auditor.where)
+    service.warm_up()
     server: MCPServer[Any] = MCPServer(
         "ingero",
         title="ingero: GPU causal observability",

@@ -45,8 +45,13 @@ def _frames(text: str) -> tuple[list[str], list[str], bool]:
 def stacks(
     conn: sqlite3.Connection, scope: Scope, source: int | None, op: tuple[int, int] | None, limit: int
 ) -> StacksResult:
+    if conn.execute("SELECT 1 FROM stack_traces LIMIT 1").fetchone() is None:
+        return StacksResult(
+            total_stacks=0, stacks=[], note="This trace has no stacks (traced without --stack)."
+        )
     where, params = scope.where("e")
-    conds: list[str] = [where, "e.stack_hash != 0"]
+    # Two ranges rather than != 0, so the (source, op, stack_hash) index can skip stackless events.
+    conds: list[str] = [where, "(e.stack_hash < 0 OR e.stack_hash > 0)"]
     args: list[Any] = list(params)
     if op is not None:
         conds.append("e.source = ? AND e.op = ?")

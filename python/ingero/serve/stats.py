@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import sqlite3
 from collections import defaultdict
+from typing import Any
 
 from ingero.serve.models import OpStat, ProcessCount, TraceStatsResult
 from ingero.serve.sanitize import wrap
-from ingero.serve.scope import Scope, analysis, comm_column, mcp_source, name_of, op_names, process_names
+from ingero.serve.scope import Scope, comm_column, mcp_source, name_of, op_names, process_names
 
 # Above this many events percentiles come from the analysis engine or not at all:
 # reading every duration would not fit the latency goal.
@@ -81,9 +82,8 @@ def _aggregate_ops(conn: sqlite3.Connection, where: str, params: list[int], wall
     return stats
 
 
-def _analysed_ops(conn: sqlite3.Connection, scope: Scope) -> list[OpStat] | None:
-    """Per-op stats from the analysis engine, when it is installed."""
-    result = analysis(conn, scope)
+def _analysed_ops(result: Any) -> list[OpStat] | None:
+    """Per-op stats from the analysis engine's result, when there is one."""
     if result is None:
         return None
     stats = []
@@ -108,13 +108,17 @@ def _analysed_ops(conn: sqlite3.Connection, scope: Scope) -> list[OpStat] | None
     return stats
 
 
-def trace_stats(conn: sqlite3.Connection, scope: Scope) -> TraceStatsResult:
+def trace_stats(conn: sqlite3.Connection, scope: Scope, analysed: Any | None) -> TraceStatsResult:
+    """Stats of `scope`: from `analysed` (the engine's Analysis of it) when given, else by SQL."""
     where, params = scope.where()
-    total, first, last = conn.execute(
-        f"SELECT count(*), min(timestamp), max(timestamp) FROM events WHERE {where}", params
-    ).fetchone()
+    if analysed is not None:
+        total, first, last = analysed.events, analysed.first_ns, analysed.last_ns
+    else:
+        total, first, last = conn.execute(
+            f"SELECT count(*), min(timestamp), max(timestamp) FROM events WHERE {where}", params
+        ).fetchone()
     wall_ns = (last - first) if first is not None and last is not None else 0
-    ops = _analysed_ops(conn, scope)
+    ops = _analysed_ops(analysed)
     mode = "analysis"
     note = ""
     if ops is None:
@@ -127,15 +131,7 @@ def trace_stats(conn: sqlite3.Connection, scope: Scope) -> TraceStatsResult:
                 "or use run_sql on a narrower window for p50/p95/p99."
             )
     ops.sort(key=lambda s: (-(s.total_ms), -s.count))
-    names = process_names(conn)
-    processes = [
-        ProcessCount(pid=pid, name=wrap(str(names.get(pid) or comm or "")), events=n)
-        for pid, comm, n in conn.execute(
-            f"SELECT pid, max({comm_column(conn)}), count(*) AS n FROM events WHERE {where} "
-            "GROUP BY pid ORDER BY n DESC LIMIT ?",
-            [*params, TOP_PROCESSES],
-        )
-    ]
+    processes = _busiest(conn, scope, where, params)
     chains = (
         conn.execute("SELECT count(*) FROM causal_chains").fetchone()[0] if _has(conn, "causal_chains") else 0
     )
@@ -155,6 +151,34 @@ def trace_stats(conn: sqlite3.Connection, scope: Scope) -> TraceStatsResult:
         mcp_calls=mcp_calls,
         note=note,
     )
+
+
+def _busiest(conn: sqlite3.Connection, scope: Scope, where: str, params: list[int]) -> list[ProcessCount]:
+    """The processes with the most events in `scope`."""
+    if scope.start_ns is None and not scope.pids:
+        # The whole trace: counted from the pid index alone, less the audit events.
+        counts = dict(conn.execute("SELECT pid, count(*) FROM events GROUP BY pid").fetchall())
+        if scope.exclude_source is not None:
+            for pid, n in conn.execute(
+                "SELECT pid, count(*) FROM events WHERE source = ? GROUP BY pid", (scope.exclude_source,)
+            ):
+                counts[pid] -= n
+        top = sorted(((n, pid) for pid, n in counts.items() if n > 0), reverse=True)[:TOP_PROCESSES]
+    else:
+        top = conn.execute(
+            f"SELECT count(*) AS n, pid FROM events WHERE {where} GROUP BY pid ORDER BY n DESC LIMIT ?",
+            [*params, TOP_PROCESSES],
+        ).fetchall()
+    names = process_names(conn)
+    comm = comm_column(conn)
+    result = []
+    for n, pid in top:
+        name = names.get(pid)
+        if name is None:
+            row = conn.execute(f"SELECT {comm} FROM events WHERE pid = ? LIMIT 1", (pid,)).fetchone()
+            name = str(row[0]) if row else ""
+        result.append(ProcessCount(pid=pid, name=wrap(name), events=n))
+    return result
 
 
 def _has(conn: sqlite3.Connection, table: str) -> bool:

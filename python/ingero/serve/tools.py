@@ -7,16 +7,18 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from ingero import codes
 from ingero.serve import budget, chains, check, graphs, schema_doc, stacks, stats
 from ingero.serve.models import Result, SchemaResult, SqlResultModel
 from ingero.serve.sanitize import OPEN, PREAMBLE, clean, wrap_value
-from ingero.serve.scope import ToolInputError, scope
+from ingero.serve.scope import Scope, ToolInputError, analysis, scope
 from ingero.serve.sql_sandbox import Sandbox, SqlRefused
 from ingero.store.database import open_readonly
 
 MAX_TEXT_BYTES = 24_000
+ANALYSES_KEPT = 8
 
 
 @dataclass
@@ -73,6 +75,7 @@ class Service:
         self._conn = _open(db)
         self._state = _file_state(db)
         self._lock = threading.Lock()
+        self._analyses: dict[Scope, Any | None] = {}
         self.sandbox = Sandbox(lambda: _open(db))
         self._audit_where = audit_where
 
@@ -86,6 +89,27 @@ class Service:
             self.sandbox.close()
             self._state = state
         return self._conn
+
+    def _analysis(self, conn: sqlite3.Connection, sc: Scope) -> Any | None:
+        """The engine's Analysis of `sc`, computed once per scope: stats and chains come from
+        the same one, and an agent asks for both. A scope ends at the newest workload event,
+        so new events make a new scope while audit events appended by our calls do not."""
+        key = sc
+        if key not in self._analyses:
+            if len(self._analyses) >= ANALYSES_KEPT:
+                self._analyses.pop(next(iter(self._analyses)))
+            self._analyses[key] = analysis(conn, sc)
+        return self._analyses[key]
+
+    def warm_up(self) -> None:
+        """Analyses the whole trace ahead of the first question (seconds on 10M events)."""
+
+        def run() -> None:
+            with self._lock:
+                conn = self._fresh()
+                self._analysis(conn, scope(conn, None))
+
+        threading.Thread(target=run, name="ingero-mcp-warm-up", daemon=True).start()
 
     def _finish(self, result: Result, text: str, rows: int) -> Answer:
         result.audit = self._audit_where()
@@ -101,14 +125,16 @@ class Service:
     def get_trace_stats(self, since: str | None) -> Answer:
         with self._lock:
             conn = self._fresh()
-            r = stats.trace_stats(conn, scope(conn, since))
+            sc = scope(conn, since)
+            r = stats.trace_stats(conn, sc, self._analysis(conn, sc))
         _trim(r, "ops", "Pass since to look at a shorter window.")
         return self._finish(r, stats.stats_text(r), len(r.ops))
 
     def get_causal_chains(self, top_n: int, pids: list[int] | None, since: str | None) -> Answer:
         with self._lock:
             conn = self._fresh()
-            r = chains.causal_chains(conn, scope(conn, since, pids), top_n)
+            sc = scope(conn, since, pids)
+            r = chains.causal_chains(conn, sc, top_n, self._analysis(conn, sc))
         _trim(r, "chains", "Lower top_n or filter by pids or since.")
         return self._finish(r, chains.chains_text(r), len(r.chains))
 
