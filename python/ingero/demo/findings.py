@@ -66,14 +66,16 @@ def _chain_text(chain: dict[str, Any]) -> str:
     return " ".join(str(chain.get(k) or "") for k in ("summary", "root_cause", "explanation"))
 
 
-def chain_matches(chain: dict[str, Any], expectation: Expectation) -> bool:
+def chain_matches(chain: dict[str, Any], expectation: Expectation, stressor_pids: list[int]) -> bool:
     if not _chain_ops(chain) & expectation.ops:
         return False
     layers = {str(entry.get("layer")) for entry in chain.get("timeline") or []}
     if not expectation.layers <= layers:
         return False
     text = _chain_text(chain).lower()
-    return not expectation.words or any(re.search(w, text) for w in expectation.words)
+    if expectation.words and not any(re.search(w, text) for w in expectation.words):
+        return False
+    return not expectation.names_stressor or any(re.search(rf"\bpid {pid}\b", text) for pid in stressor_pids)
 
 
 def _number(row: dict[str, Any], key: str) -> float:
@@ -111,9 +113,9 @@ def stat_matches(findings: Findings, expectation: Expectation) -> str | None:
     return None
 
 
-def judge(findings: Findings, expectation: Expectation) -> Verdict:
+def judge(findings: Findings, expectation: Expectation, stressor_pids: list[int]) -> Verdict:
     for chain in findings.chains:
-        if chain_matches(chain, expectation):
+        if chain_matches(chain, expectation, stressor_pids):
             return Verdict(True, f"[{chain.get('severity')}] {chain.get('summary')}")
     stat = stat_matches(findings, expectation)
     if stat:

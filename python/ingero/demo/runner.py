@@ -19,6 +19,7 @@ from types import TracebackType
 from ingero import _core
 from ingero.capture.privileges import missing_privileges
 from ingero.capture.run import TraceError, TraceRequest, check_db_path, default_node, resolve_libraries
+from ingero.codes import source_named
 from ingero.demo.bundled import TORCH_WORKLOAD, WORKLOAD, simulated_library
 from ingero.demo.findings import Findings, Verdict, analyse_pids, judge
 from ingero.demo.scenarios import Scenario
@@ -40,8 +41,10 @@ class ScenarioRun:
     scenario: Scenario
     stressed: bool
     db: Path
-    # Every process of the run that made a traced call (the trainer, a competitor).
+    # Every process of the run that made a CUDA call (the trainer, a competitor).
     pids: list[int]
+    # The processes the workload started as its stressor.
+    stressor_pids: list[int]
     stored: int
     dropped: int
     seconds: float
@@ -53,10 +56,14 @@ def last_cpu() -> int:
     return max(os.sched_getaffinity(0))
 
 
-def workload_command(scenario: Scenario, *, stressed: bool, gpu: bool, shared_file: Path | None) -> list[str]:
+def workload_command(
+    scenario: Scenario, *, stressed: bool, gpu: bool, shared_file: Path | None, pid_file: Path
+) -> list[str]:
     """The traced command: the workload with the scenario's flags, under `env` when the
     simulated library takes knobs."""
-    flags = list(scenario.workload) + (list(scenario.stress) if stressed else [])
+    flags = (
+        list(scenario.workload) + (list(scenario.stress) if stressed else []) + ["--pid-file", str(pid_file)]
+    )
     if scenario.pin_cpu:
         flags += ["--pin-cpu", str(last_cpu())]
     if gpu:
@@ -68,11 +75,14 @@ def workload_command(scenario: Scenario, *, stressed: bool, gpu: bool, shared_fi
     return [*prefix, sys.executable, str(WORKLOAD), "--lib", str(simulated_library()), *flags]
 
 
-def _pids_between(db: Path, start_ns: int, stop_ns: int) -> list[int]:
+def _gpu_pids_between(db: Path, start_ns: int, stop_ns: int) -> list[int]:
+    """The processes with CUDA calls in the window, first caller first."""
+    sources = ",".join(str(source_named(name).id) for name in ("CUDA", "DRIVER", "CUDA_GRAPH"))
     conn = open_readonly(db)
     try:
         rows = conn.execute(
-            "SELECT pid FROM events WHERE timestamp BETWEEN ? AND ? GROUP BY pid ORDER BY MIN(timestamp)",
+            f"SELECT pid FROM events WHERE timestamp BETWEEN ? AND ? AND source IN ({sources}) "
+            "GROUP BY pid ORDER BY MIN(timestamp)",
             (start_ns, stop_ns),
         ).fetchall()
     except sqlite3.Error as err:
@@ -183,7 +193,10 @@ class DemoSession:
         before = self._tracer.stats()
         with tempfile.TemporaryDirectory(prefix="ingero-demo-") as tmp:
             shared = Path(tmp) / "device" if scenario.shared_device and not self.gpu else None
-            command = workload_command(scenario, stressed=stressed, gpu=self.gpu, shared_file=shared)
+            pid_file = Path(tmp) / "stressors"
+            command = workload_command(
+                scenario, stressed=stressed, gpu=self.gpu, shared_file=shared, pid_file=pid_file
+            )
             started_ns, t0 = time.time_ns(), time.monotonic()
             try:
                 pid = self._tracer.launch(command)
@@ -191,16 +204,18 @@ class DemoSession:
                 raise DemoError(str(err)) from err
             code = self._wait(pid)
             seconds = time.monotonic() - t0
+            stressors = [int(p) for p in pid_file.read_text().split()] if pid_file.exists() else []
         if code != 0:
             why = f"did not finish in {WORKLOAD_TIMEOUT_S} s" if code is None else f"exited with {code}"
             raise DemoError(f"the {scenario.name} workload {why}")
         after = self._settle()
-        pids = _pids_between(self.db, started_ns, time.time_ns())
+        pids = _gpu_pids_between(self.db, started_ns, time.time_ns())
         return ScenarioRun(
             scenario,
             stressed,
             self.db,
             pids,
+            stressors,
             stored=after["stored"] - before["stored"],
             dropped=after["dropped"] - before["dropped"],
             seconds=seconds,
@@ -210,5 +225,5 @@ class DemoSession:
 def explain(run: ScenarioRun) -> ScenarioRun:
     """Analyses the run's processes and judges the result against the scenario."""
     run.findings = analyse_pids(run.db, run.pids)
-    run.verdict = judge(run.findings, run.scenario.expectation)
+    run.verdict = judge(run.findings, run.scenario.expectation, run.stressor_pids)
     return run

@@ -14,8 +14,10 @@ class Expectation:
     """How to recognise the expected root cause in what the analysis returns.
 
     A causal chain matches when it concerns one of `ops` (its cuda_op or a CUDA entry of
-    its timeline), every layer of `layers` appears in its timeline, and its text
-    (summary, root cause, explanation) matches one of `words`, when given. `stat`, when
+    its timeline), every layer of `layers` appears in its timeline, its text (summary,
+    root cause, explanation) matches one of `words`, when given, and, with
+    `names_stressor`, names one of the scenario's stressor processes (as a preempter: on a
+    busy machine other processes preempt too, so contention alone proves nothing). `stat`, when
     given, names an op-statistics signal that also counts as finding it (for causes no
     chain rule covers): "time_share" (the op has the largest share of wall time),
     "spike_period" (it spikes periodically), "cold_start" (a one-off call far slower
@@ -24,6 +26,7 @@ class Expectation:
     ops: frozenset[str]
     layers: frozenset[str] = frozenset()
     words: tuple[str, ...] = ()
+    names_stressor: bool = False
     stat: str | None = None
 
 
@@ -53,6 +56,8 @@ class Scenario:
 
 
 SYNC_OPS = frozenset({"cudaStreamSync", "cudaDeviceSync", "cuCtxSynchronize", "cudaMemcpy"})
+# The analysis's preemption chain ends in a CUDA "preempted" entry.
+PREEMPTED_OPS = SYNC_OPS | {"preempted"}
 
 SCENARIOS: tuple[Scenario, ...] = (
     Scenario(
@@ -65,7 +70,7 @@ SCENARIOS: tuple[Scenario, ...] = (
         "latency rises with them",
         stressor="2 CPU-bound processes pinned to the trainer's CPU and one allocating 64 MiB "
         "blocks, during steps 200-400 of 600",
-        expectation=Expectation(ops=SYNC_OPS, layers=frozenset({"HOST"}), words=("sched", "preempt", "cpu")),
+        expectation=Expectation(ops=PREEMPTED_OPS, layers=frozenset({"HOST"}), names_stressor=True),
         workload=("--steps", "600", "--kernel-us", "100", "--cpu-work-us", "300"),
         stress=("--hogs", "2", "--memory-mib", "64", "--stress-from", "200", "--stress-to", "400"),
         needs_host_events=True,
@@ -126,7 +131,7 @@ SCENARIOS: tuple[Scenario, ...] = (
         expected="CPU contention: CPU-bound processes on the trainer's core preempt it "
         "(sched_switch), and cudaStreamSynchronize returns late",
         stressor="2 CPU-bound processes pinned to the trainer's CPU during steps 200-400 of 600",
-        expectation=Expectation(ops=SYNC_OPS, layers=frozenset({"HOST"}), words=("sched", "preempt", "cpu")),
+        expectation=Expectation(ops=PREEMPTED_OPS, layers=frozenset({"HOST"}), names_stressor=True),
         workload=("--steps", "600", "--kernel-us", "100", "--cpu-work-us", "300"),
         stress=("--hogs", "2", "--stress-from", "200", "--stress-to", "400"),
         needs_host_events=True,

@@ -60,6 +60,9 @@ def train(args: argparse.Namespace) -> None:
             procs.append(
                 spawn_role("competitor", "--competitor-kernel-us", str(args.competitor_kernel_us), cpu=None)
             )
+        if args.pid_file:
+            with open(args.pid_file, "a", encoding="ascii") as out:
+                out.writelines(f"{p.pid}\n" for p in procs)
         time.sleep(args.stress_settle_ms / 1000)
 
     def stop() -> None:
@@ -113,6 +116,7 @@ def parse(argv: Sequence[str]) -> argparse.Namespace:
     p.add_argument("--stress-to", type=int, default=-1)
     p.add_argument("--stress-settle-ms", type=int, default=100)
     p.add_argument("--pin-cpu", type=int, default=None)
+    p.add_argument("--pid-file", default=None)
     args = p.parse_args(argv)
     if args.stress_to < 0:
         args.stress_to = args.steps

@@ -134,6 +134,10 @@ class Stressors:
                 "competitor", "--lib", a.lib, "--competitor-kernel-us", str(a.competitor_kernel_us), cpu=None
             )
             self.procs.append(comp)
+        if a.pid_file:
+            # Who the stressors are, so the demo can tell them among the preempters.
+            with open(a.pid_file, "a", encoding="ascii") as out:
+                out.writelines(f"{proc.pid}\n" for proc in self.procs)
         # Let them get going before the steps they are meant to disturb.
         time.sleep(a.stress_settle_ms / 1000)
 
@@ -202,6 +206,7 @@ def parse(argv: Sequence[str]) -> argparse.Namespace:
     p.add_argument("--stress-to", type=int, default=-1, help="default: the last step")
     p.add_argument("--stress-settle-ms", type=int, default=100)
     p.add_argument("--pin-cpu", type=int, default=None, help="run on this CPU only (hogs too)")
+    p.add_argument("--pid-file", default=None, help="append the stressor processes' pids here")
     args = p.parse_args(argv)
     if args.stress_to < 0:
         args.stress_to = args.steps
