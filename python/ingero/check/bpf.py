@@ -12,9 +12,9 @@ from pathlib import Path
 from ingero import _core
 from ingero.capture.privileges import CAP_BPF, CAP_PERFMON, CAP_SYS_ADMIN, effective_capabilities
 from ingero.capture.run import default_node
-from ingero.codes import op_named
 from ingero.check.result import FAIL, OK, Check
 from ingero.check.system import tracefs_root
+from ingero.codes import op_named
 from ingero.demo.bundled import NotBundled, simulated_library
 from ingero.store.database import open_readonly
 
