@@ -1,7 +1,8 @@
 """How much one tool result may say: a byte cap well inside an agent's context budget.
 
-A token is about four bytes of JSON, so 48 KB is roughly 12,000 tokens: half of the
-25,000 tokens clients allow one result, with room for the text form beside it.
+A token is about four bytes of JSON, so 36 KB of structured content and at most 24 KB of
+text beside it come to about 15,000 tokens: well inside the 25,000 tokens clients allow
+one result.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ import json
 from collections.abc import Sequence
 from typing import Any, TypeVar
 
-MAX_RESULT_BYTES = 48_000
+MAX_RESULT_BYTES = 36_000
 
 T = TypeVar("T")
 
