@@ -4,9 +4,13 @@ bytes: in the served database when it may be written, else in the default databa
 from __future__ import annotations
 
 import sqlite3
+import subprocess
+import sys
+import time
 from pathlib import Path
 from typing import Any
 
+import pytest
 from mcp import Client
 
 from ingero import codes
@@ -110,3 +114,39 @@ def test_calls_on_a_writable_database_are_queryable_in_it(tmp_path: Path) -> Non
         [f"[traced-data]{t}[/traced-data]", f"[traced-data]{s}[/traced-data]"] for t, _, s in CALLS
     ]
     check_rows(audit_rows(db)[: len(CALLS)])
+
+
+@pytest.mark.usefixtures("privileged")
+def test_calls_while_a_trace_writes_join_its_stream(tmp_path: Path, simcuda_lib: Path) -> None:
+    db, ready = tmp_path / "live.db", tmp_path / "ready"
+    trace = subprocess.Popen(
+        [
+            sys.executable, "-m", "ingero", "trace", "--node", "n1", "--db", str(db),
+            "--cuda-lib", str(simcuda_lib), "--", "sh", "-c", f"touch {ready}; sleep 8",
+        ],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    deadline = time.monotonic() + 60
+    while not ready.exists():
+        assert trace.poll() is None, trace.communicate()
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    names = ["get_trace_stats", "get_schema", "run_sql"]
+
+    async def body(client: Client) -> None:
+        for name in names:
+            arguments = {"query": "SELECT count(*) FROM events"} if name == "run_sql" else {}
+            assert str(db) in structured(await client.call_tool(name, arguments))["audit"]
+
+    run(db, tmp_path / "default.db", body)
+    _, err = trace.communicate(timeout=120)
+    assert trace.returncode == 0, err
+    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+    rows = conn.execute(
+        "SELECT m.event_id, m.tool FROM mcp_calls m JOIN events e ON e.id = m.event_id"
+    ).fetchall()
+    conn.close()
+    assert [tool for _, tool in sorted(rows, key=lambda r: int(r[0].split(":")[1]))] == names
+    # Delivered through the trace's writer: ids in its own node's sequence.
+    assert all(event_id.startswith("n1:") for event_id, _ in rows)
+    assert not (tmp_path / "default.db").exists()
