@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from ingero.cli import check, demo, explain, mcp, trace
+from ingero.cli import check, demo, explain, mcp, query, trace
 
 app = typer.Typer(
     name="ingero",
@@ -17,6 +17,7 @@ trace.register(app)
 mcp.register(app)
 check.register(app)
 demo.register(app)
+query.register(app)
 explain.register(app)
 
 

@@ -11,6 +11,11 @@ stdout = Console(highlight=False, soft_wrap=True)
 stderr = Console(stderr=True, highlight=False, soft_wrap=True)
 
 
+def table_console() -> Console:
+    """stdout for tables: a pipe or file gets full-width rows instead of 80 wrapped columns."""
+    return stdout if stdout.is_terminal else Console(highlight=False, width=400)
+
+
 def fail(message: str, code: int = 1) -> NoReturn:
     """One clear line on stderr and a non-zero exit: how every bad input ends."""
     stderr.print(f"[bold red]error:[/] {message}", soft_wrap=True)

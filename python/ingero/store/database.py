@@ -43,11 +43,13 @@ def _uri(path: Path, immutable: bool) -> str:
 
 
 def _is_live(path: Path) -> bool:
-    # A -wal beside the file means a writer has (or had) it open: read through the WAL
-    # so rows committed by a running `ingero trace` are seen. Otherwise the file is read
-    # as immutable, which takes no locks and creates no -shm: the file and its
-    # directory stay exactly as they were (published databases are often read-only).
-    return Path(f"{path}-wal").exists()
+    # A -wal with frames beside the file means a writer has (or had) it open: read
+    # through the WAL so rows committed by a running `ingero trace` are seen. Otherwise
+    # the file is read as immutable, which takes no locks and creates no -shm: the file
+    # and its directory stay exactly as they were (published databases are often
+    # read-only, and root is not stopped by file modes).
+    wal = Path(f"{path}-wal")
+    return wal.exists() and wal.stat().st_size > 0
 
 
 def open_readonly(path: str | os.PathLike[str]) -> sqlite3.Connection:

@@ -16,12 +16,15 @@ const LOW_WATER: f64 = 0.75;
 pub struct Retention {
     cap_bytes: u64,
     wal: Option<PathBuf>,
+    /// The largest WAL seen: one batch's pages land there before a checkpoint
+    /// moves them, so that much room is kept free of the database proper.
+    wal_peak: u64,
     pub pruned_events: u64,
 }
 
 impl Retention {
     pub fn new(cap_bytes: u64) -> Self {
-        Self { cap_bytes, wal: None, pruned_events: 0 }
+        Self { cap_bytes, wal: None, wal_peak: 0, pruned_events: 0 }
     }
 
     /// The WAL may hold this much; it counts against the cap.
@@ -29,19 +32,20 @@ impl Retention {
         (cap_bytes / 8).clamp(64 << 10, 64 << 20)
     }
 
-    fn used_bytes(&mut self, conn: &Connection) -> Result<(u64, u64)> {
+    pub fn enforce(&mut self, conn: &Connection) -> Result<()> {
         let pragma = |name: &str| conn.query_row(&format!("PRAGMA {name}"), [], |r| r.get::<_, i64>(0));
         let page = pragma("page_size")? as u64;
-        let live = (pragma("page_count")? - pragma("freelist_count")?) as u64 * page;
+        let file = pragma("page_count")? as u64 * page;
+        let live = file - pragma("freelist_count")? as u64 * page;
+        // A file made before auto_vacuum=INCREMENTAL cannot shrink: there, only
+        // what is in use can be held under the cap (freed pages are reused).
+        let size = if pragma("auto_vacuum")? == 2 { file } else { live };
         let wal = self.wal.get_or_insert_with(|| PathBuf::from(format!("{}-wal", conn.path().unwrap_or(""))));
-        let wal_bytes = std::fs::metadata(wal).map_or(0, |m| m.len());
-        Ok((live, wal_bytes))
-    }
-
-    pub fn enforce(&mut self, conn: &Connection) -> Result<()> {
-        let (live, wal) = self.used_bytes(conn)?;
-        let budget = self.cap_bytes.saturating_sub(Self::wal_limit(self.cap_bytes));
-        if live + wal.saturating_sub(Self::wal_limit(self.cap_bytes)) <= budget {
+        self.wal_peak = self.wal_peak.max(std::fs::metadata(wal).map_or(0, |m| m.len()));
+        // The WAL index (-shm) is a few 32 KiB pages.
+        let reserve = Self::wal_limit(self.cap_bytes).max(self.wal_peak + self.wal_peak / 4) + (128 << 10);
+        let budget = self.cap_bytes.saturating_sub(reserve);
+        if size <= budget {
             return Ok(());
         }
         let events: i64 = conn.query_row("SELECT COUNT(*) FROM events", [], |r| r.get(0))?;
