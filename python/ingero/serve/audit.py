@@ -18,6 +18,7 @@ from typing import Any
 
 from ingero import _core
 from ingero.capture.run import default_node
+from ingero.store.database import DatabaseError, open_readonly, table_columns
 from ingero.store.paths import default_db_path
 
 log = logging.getLogger(__name__)
@@ -54,9 +55,23 @@ def _writable(db: Path) -> bool:
     )
 
 
+def _has_node_column(db: Path) -> bool:
+    # Databases of early versions of the original have no events.node: audit rows, which are
+    # numbered per node, cannot go there without changing the file's schema.
+    try:
+        conn = open_readonly(db)
+    except DatabaseError:
+        return False
+    try:
+        return "node" in table_columns(conn, "events")
+    finally:
+        conn.close()
+
+
 def audit_target(served: Path) -> Path:
-    """Where audit events of calls on `served` go: itself when writable, else the default database."""
-    return served if _writable(served) else default_db_path(create_dir=True)
+    """Where audit events of calls on `served` go: itself when writable and of a schema that
+    holds them, else the default database."""
+    return served if _writable(served) and _has_node_column(served) else default_db_path(create_dir=True)
 
 
 @dataclass
@@ -78,11 +93,14 @@ class Auditor:
         self.transport = transport
         self.node = default_node()
         self._record = getattr(_core, "record_tool_call", None)
+        self._failure: str | None = None
 
     @property
     def where(self) -> str:
         if self._record is None:
             return "not recorded: this ingero build has no audit recorder (ingero._core.record_tool_call)"
+        if self._failure is not None:
+            return f"being recorded in {self.target}, but the last attempt failed: {self._failure}"
         return f"recorded as an MCP event (source MCP) in {self.target}"
 
     def start(self, tool: str, arguments: dict[str, Any] | None) -> Call:
@@ -94,7 +112,7 @@ class Auditor:
             return None
         duration = max(0, time.time_ns() - call.started_ns)
         try:
-            return str(
+            where = str(
                 self._record(
                     str(self.target),
                     self.node,
@@ -112,4 +130,7 @@ class Auditor:
             )
         except Exception as e:  # an audit failure must not take the server down
             log.warning("could not record the %s call in %s: %s", call.tool, self.target, e)
+            self._failure = str(e)[:300]
             return None
+        self._failure = None
+        return where
