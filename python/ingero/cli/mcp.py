@@ -32,7 +32,10 @@ def mcp(  # noqa: PLR0917 - Typer maps each parameter to an option
     max_body: Annotated[int, typer.Option(help="Largest HTTP request body accepted, bytes.")] = 1 << 20,
     token: Annotated[str | None, typer.Option("--token", hidden=True)] = None,
 ) -> None:
-    """Serve the trace to AI agents over MCP: stdio by default (Claude Code, Cursor, ollmcp)."""
+    """Serve the trace to AI agents over MCP: stdio by default (Claude Code, Cursor, ollmcp).
+
+    Tools for trace stats, causal chains, stacks, CUDA Graphs, read-only SQL and the schema; every call audited.
+    """
     if token is not None:
         fail("--token: pass the token in INGERO_MCP_BEARER_TOKEN, never as a flag (flags show in ps)")
     path = db if db is not None else default_db_path()

@@ -175,8 +175,10 @@ class Service:
         return self._finish(r, schema_doc.schema_text(doc), len(r.tables))
 
     def run_sql(self, query: str, limit: int) -> Answer:
-        with self._lock:
-            self._fresh()
+        if _file_state(self.db) != self._state:
+            # Only then wait for the tools' lock (which a start-up analysis may hold for seconds).
+            with self._lock:
+                self._fresh()
         out = self.sandbox.run(query, limit)
         rows = [[wrap_value(v) for v in row] for row in out.rows]
         r = SqlResultModel(
