@@ -34,7 +34,7 @@ def mcp(  # noqa: PLR0917 - Typer maps each parameter to an option
 ) -> None:
     """Serve the trace to AI agents over MCP: stdio by default (Claude Code, Cursor, ollmcp).
 
-    Tools for trace stats, causal chains, stacks, CUDA Graphs, read-only SQL and the schema; every call audited.
+    Tools: trace stats, causal chains, stacks, CUDA Graphs, read-only SQL, schema; every call audited.
     """
     if token is not None:
         fail("--token: pass the token in INGERO_MCP_BEARER_TOKEN, never as a flag (flags show in ps)")
