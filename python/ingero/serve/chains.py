@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import sqlite3
+from functools import cache
 from typing import Any
 
+from ingero import codes
 from ingero.serve.models import Chain, ChainsResult, TimelineEntry
 from ingero.serve.sanitize import NAME_MAX, TEXT_MAX, wrap
 from ingero.serve.scope import Scope
@@ -29,8 +31,8 @@ def _chain(d: dict[str, Any]) -> Chain:
         if isinstance(entry, dict):
             timeline.append(
                 TimelineEntry(
-                    layer=wrap(str(entry.get("layer", ""))),
-                    op=wrap(str(entry.get("op", ""))),
+                    layer=_known(entry.get("layer", "")),
+                    op=_known(entry.get("op", "")),
                     detail=wrap(str(entry.get("detail", "")), TEXT_MAX),
                     dur_us=float(entry.get("dur_us") or 0),
                 )
@@ -42,7 +44,7 @@ def _chain(d: dict[str, Any]) -> Chain:
         root_cause=wrap(str(d.get("root_cause", "")), TEXT_MAX),
         explanation=wrap(str(d.get("explanation", "")), TEXT_MAX),
         recommendations=[wrap(str(r), TEXT_MAX) for r in _json_list(d.get("recommendations", ""))],
-        cuda_op=wrap(str(d.get("cuda_op", "")), NAME_MAX),
+        cuda_op=_known(d.get("cuda_op", "")),
         cuda_p99_us=float(d.get("cuda_p99_us") or 0),
         cuda_p50_us=float(d.get("cuda_p50_us") or 0),
         tail_ratio=float(d.get("tail_ratio") or 0),
@@ -50,6 +52,18 @@ def _chain(d: dict[str, Any]) -> Chain:
         node=wrap(str(d.get("node", ""))),
         timeline=timeline,
     )
+
+
+def _known(value: Any) -> str:
+    """A layer or op name as it is when it is one of ours (fewer tokens), else wrapped as data."""
+    text = str(value)
+    return text if text in _vocabulary() else wrap(text, NAME_MAX)
+
+
+@cache
+def _vocabulary() -> frozenset[str]:
+    layers = {s.name for s in codes.sources()} | {"SYSTEM", "IO", "NET", "CGROUP", "K8S"}
+    return frozenset(layers | {o.name for o in codes.ops()} | {"cpu", "mem", "swap", "load"})
 
 
 def _severity(value: Any) -> str:
