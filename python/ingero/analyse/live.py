@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import sqlite3
+import threading
+from collections.abc import Callable
 
 from ingero.analyse.chains import analyse
 from ingero.analyse.load import Window
@@ -45,3 +47,46 @@ def store_live_chains(db_path: str | os.PathLike[str], trace_start_ns: int, node
     finally:
         writer.close()
     return len(found)
+
+
+class LiveChains:
+    """Stores the trace's chains every `period_s` on a thread of its own, and once more at the end.
+
+    Analysis failures become warnings: a trace never stops because its analysis did.
+    """
+
+    def __init__(
+        self,
+        db_path: str | os.PathLike[str],
+        trace_start_ns: int,
+        node: str,
+        on_warning: Callable[[str], None],
+        period_s: float = 30.0,
+    ) -> None:
+        self._args = (db_path, trace_start_ns, node)
+        self._on_warning = on_warning
+        self._period_s = period_s
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="ingero-live-chains", daemon=True)
+        self.stored = 0
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def _run_once(self) -> None:
+        try:
+            self.stored = store_live_chains(*self._args)
+        except Exception as err:  # any analysis failure is reported, never fatal
+            self._on_warning(f"causal-chain analysis failed: {err}")
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self._period_s):
+            self._run_once()
+
+    def finish(self) -> int:
+        """Stops the periodic runs and analyses the whole trace once more; returns chains stored."""
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join()
+        self._run_once()
+        return self.stored

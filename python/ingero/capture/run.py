@@ -15,6 +15,7 @@ from pathlib import Path
 from types import FrameType
 
 from ingero import _core
+from ingero.analyse.live import LiveChains
 from ingero.capture.discover import (
     DRIVER,
     NCCL,
@@ -65,6 +66,8 @@ class TraceResult:
     command_pid: int | None = None
     exit_code: int | None = None
     interrupted: bool = False
+    # Causal chains found in the trace and stored in `causal_chains`.
+    chains: int = 0
 
 
 class _Stop(Exception):
@@ -235,6 +238,7 @@ def run_trace(
         f"sampling={request.sampling_rate or 'adaptive'} record_all={int(request.record_all)} "
         f"stack_samples={request.stack_samples} max_db={request.max_db_bytes}"
     )
+    trace_start_ns = time.time_ns()
     try:
         tracer.start(
             request.db,
@@ -251,6 +255,8 @@ def run_trace(
         raise TraceError(str(err)) from err
 
     result = TraceResult(stats=tracer.stats(), attachments=attacher.attachments)
+    chains = LiveChains(request.db, trace_start_ns, request.node, on_warning)
+    chains.start()
     deadline = None if request.duration is None else time.monotonic() + request.duration
     next_rescan = time.monotonic() + RESCAN_SECONDS
 
@@ -295,4 +301,5 @@ def run_trace(
             result.stats = tracer.stop()
         except _core.IngeroError as err:
             raise TraceError(f"stopping the trace failed: {err}") from err
+    result.chains = chains.finish()
     return result

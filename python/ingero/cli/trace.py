@@ -42,6 +42,8 @@ def _report(result: TraceResult, db: Path) -> None:
         stderr.print(f"[bold red]warning:[/] writing failed: {s['write_error']}")
     if lost:
         stderr.print(f"[bold yellow]warning:[/] {lost} events were lost")
+    if result.chains:
+        stdout.print(f"causal chains: {result.chains} stored (see them with `ingero explain --db {db}`)")
     stdout.print(f"database: {db}")
 
 
