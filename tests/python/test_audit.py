@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 import time
@@ -61,3 +62,19 @@ def test_calls_during_a_trace_join_its_stream(tmp_path: Path, simcuda_lib: Path,
     assert sorted(ids) == sorted(f"n1:{seq}" for seq in range(1, 6))
     # The events came through the trace's writer, which wrote nothing else here.
     assert db_rows(db, "SELECT COUNT(*) FROM events") == [(5,)]
+
+
+def test_read_only_and_integer_id_databases_are_refused_untouched(tmp_path: Path) -> None:
+    published = Path(__file__).resolve().parents[3] / "shared" / "traces" / "pytorch-dataloader-starvation.db"
+    read_only, writable = tmp_path / "ro.db", tmp_path / "rw.db"
+    shutil.copyfile(published, read_only)
+    shutil.copyfile(published, writable)
+    read_only.chmod(0o444)
+    before = read_only.read_bytes()
+    with pytest.raises(_core.IngeroError, match="read-only on disk"):
+        record(read_only, "get_schema")
+    assert read_only.read_bytes() == before
+    # The first original numbered events with integers: nothing can be appended in our id form.
+    with pytest.raises(_core.IngeroError, match="integer event ids"):
+        record(writable, "get_schema")
+    assert writable.read_bytes() == before

@@ -146,9 +146,13 @@ def read_gpu_calls(
 
 
 def read_context_events(src: Source, window: Window, pids: Sequence[int] | None) -> pl.DataFrame:
-    """Every non-GPU event (host, block I/O, TCP, socket, CUDA Graph, NCCL), all columns."""
+    """Every non-GPU event (host, block I/O, TCP, socket, CUDA Graph, NCCL), all columns.
+
+    MCP tool calls are left out: they are the agent's reading of the trace, not part of
+    it, and may come long after it ended."""
     cols = list(_CONTEXT_COLUMNS) + [c for c in _OPTIONAL_COLUMNS if c in src.columns]
-    others = [s.id for s in codes.sources() if s.id not in gpu_sources()]
+    excluded = {*gpu_sources(), codes.source_named("MCP").id}
+    others = [s.id for s in codes.sources() if s.id not in excluded]
     where, args = window.sql()
     sql = (
         f"SELECT {', '.join(cols)} FROM events WHERE source IN ({','.join(map(str, others))})"

@@ -167,6 +167,13 @@ pub fn record(db: &Path, node: &str, call: &ToolCall) -> Result<Delivered> {
             };
         }
     }
+    if let Ok(meta) = std::fs::metadata(db)
+        && meta.mode() & 0o222 == 0
+    {
+        // Root could write it anyway; a file nobody may write is a published
+        // record, and stays as it is.
+        return Err(anyhow!("{} is read-only on disk; its audit must go elsewhere", db.display()));
+    }
     let mut conn = open_for_write(db)?;
     // IMMEDIATE: the sequence number is taken under the write lock, so two
     // servers appending at once cannot pick the same id.

@@ -73,6 +73,16 @@ pub fn open_for_write(path: &Path) -> Result<Connection> {
             path.display()
         );
     }
+    let id_type: Option<String> = conn
+        .query_row("SELECT type FROM pragma_table_info('events') WHERE name = 'id'", [], |r| r.get(0))
+        .ok();
+    if id_type.is_some_and(|t| t.eq_ignore_ascii_case("INTEGER")) {
+        bail!(
+            "{} has the first original's integer event ids; ingero appends only to databases with \
+             '{{node}}:{{seq}}' ids: write to a new database (--db NEW.db)",
+            path.display()
+        );
+    }
     // Only takes effect on a new, empty file: lets `--max-db` shrink it later.
     conn.execute_batch("PRAGMA auto_vacuum=INCREMENTAL;")?;
     let mode: String = conn
@@ -98,8 +108,51 @@ fn arg_meanings_json() -> String {
     serde_json::Value::Object(meanings).to_string()
 }
 
+/// Columns of `table` in `conn`, with their declarations as `ADD COLUMN` wants them.
+fn column_decls(conn: &Connection, table: &str) -> Result<Vec<(String, String)>> {
+    let mut stmt = conn.prepare(&format!("PRAGMA table_info({table})"))?;
+    let rows = stmt.query_map([], |r| {
+        let (name, kind, not_null, default): (String, String, bool, Option<String>) =
+            (r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?);
+        let mut decl = format!("{name} {kind}");
+        if not_null {
+            decl.push_str(" NOT NULL");
+        }
+        if let Some(default) = default {
+            decl.push_str(&format!(" DEFAULT {default}"));
+        }
+        Ok((name, decl))
+    })?;
+    Ok(rows.collect::<rusqlite::Result<_>>()?)
+}
+
+/// Adds the columns an older database lacks (the original added them by ALTER
+/// TABLE over its versions: node, comm, cgroup_id, stack_ips, rank, ...), so a
+/// trace can append to a file the original wrote.
+fn add_missing_columns(tx: &Connection) -> Result<()> {
+    let reference = Connection::open_in_memory()?;
+    reference.execute_batch(SCHEMA)?;
+    let tables: Vec<String> = reference
+        .prepare("SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'")?
+        .query_map([], |r| r.get(0))?
+        .collect::<rusqlite::Result<_>>()?;
+    for table in tables {
+        let present: Vec<String> = column_decls(tx, &table)?.into_iter().map(|(name, _)| name).collect();
+        if present.is_empty() {
+            continue; // created whole by the schema
+        }
+        for (name, decl) in column_decls(&reference, &table)? {
+            if !present.contains(&name) {
+                tx.execute_batch(&format!("ALTER TABLE {table} ADD COLUMN {decl};"))?;
+            }
+        }
+    }
+    Ok(())
+}
+
 fn apply_schema(conn: &Connection) -> Result<()> {
     let tx = conn.unchecked_transaction()?;
+    add_missing_columns(&tx)?;
     tx.execute_batch(SCHEMA)?;
     {
         let mut source =
@@ -212,6 +265,28 @@ mod tests {
         let before = std::fs::read(&path).unwrap();
         assert!(open_for_write(&path).is_err());
         assert_eq!(std::fs::read(&path).unwrap(), before);
+    }
+
+    #[test]
+    fn a_database_of_an_older_original_gets_the_later_columns() {
+        let path = temp_db("old");
+        Connection::open(&path)
+            .unwrap()
+            .execute_batch(
+                "CREATE TABLE events (id TEXT PRIMARY KEY, timestamp INTEGER NOT NULL, pid INTEGER NOT NULL, \
+                 tid INTEGER NOT NULL, source INTEGER NOT NULL, op INTEGER NOT NULL, duration INTEGER NOT NULL, \
+                 gpu_id INTEGER NOT NULL DEFAULT 0, arg0 INTEGER NOT NULL DEFAULT 0, arg1 INTEGER NOT NULL \
+                 DEFAULT 0, ret_code INTEGER NOT NULL DEFAULT 0, stack_hash INTEGER NOT NULL DEFAULT 0); \
+                 INSERT INTO events (id, timestamp, pid, tid, source, op, duration) VALUES ('h:1', 1, 2, 2, 1, 1, 5);",
+            )
+            .unwrap();
+        let conn = open_for_write(&path).unwrap();
+        let (node, comm, cgroup): (String, String, i64) = conn
+            .query_row("SELECT node, comm, cgroup_id FROM events WHERE id = 'h:1'", [], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+            })
+            .unwrap();
+        assert_eq!((node.as_str(), comm.as_str(), cgroup), ("", "", 0));
     }
 
     #[test]
