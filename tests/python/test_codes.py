@@ -24,7 +24,7 @@ def published_databases() -> list[Path]:
 
 @pytest.mark.parametrize("db", published_databases(), ids=lambda p: p.name)
 def test_codes_name_what_the_published_databases_name(db: Path) -> None:
-    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+    conn = sqlite3.connect(f"file:{db}?immutable=1", uri=True)
     try:
         published_ops = conn.execute("SELECT source_id, op_id, name FROM ops").fetchall()
         published_sources = conn.execute("SELECT id, name FROM sources").fetchall()
