@@ -99,3 +99,14 @@ def db_rows() -> Iterator[Any]:
     yield query
     for conn in opened:
         conn.close()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def published_traces_stay_untouched() -> Iterator[None]:
+    """No test may leave anything beside the published databases (as root, even a read-only
+    open that is not `immutable` creates -wal/-shm files there)."""
+    traces = ROOT.parent / "shared" / "traces"
+    before = sorted(traces.iterdir()) if traces.is_dir() else []
+    yield
+    after = sorted(traces.iterdir()) if traces.is_dir() else []
+    assert after == before, f"files appeared beside the published traces: {set(after) - set(before)}"
