@@ -3,7 +3,7 @@
 from os import PathLike
 from typing import TypedDict, final
 
-__all__ = ["IngeroError", "Tracer", "__version__", "ops", "record_tool_call", "sources", "wait_child"]
+__all__ = ["IngeroError", "Tracer", "__version__", "ops", "record_tool_call", "rolled_siblings", "sources", "wait_child"]
 
 __version__: str
 
@@ -43,6 +43,8 @@ class Tracer:
         record_all: bool = ...,
         stack_samples: int = ...,
         max_db_bytes: int = ...,
+        rollover_bytes: int = ...,
+        rollover_keep: int = ...,
     ) -> None: ...
     def launch(self, argv: list[str]) -> int: ...
     def set_sampling_rate(self, rate: int) -> None: ...
@@ -72,3 +74,6 @@ def record_tool_call(
 ) -> str:
     """Record one MCP request as an event (source MCP): through the running trace
     writing `db` if any, else appended to `db`. Returns "trace" or the path."""
+
+def rolled_siblings(db: str | PathLike[str]) -> list[str]:
+    """Rolled-over files of the database at `db` (NAME.<unix ns>.db), oldest first."""

@@ -169,3 +169,35 @@ def test_max_db_keeps_the_files_under_the_cap(tmp_path: Path, simcuda_lib: Path)
     assert total > 3 * kept, (total, kept, err)
     assert written
     assert not written[0].endswith(":1")
+
+
+@pytest.mark.usefixtures("privileged")
+def test_rollover_keeps_the_newest_files_and_query_reads_them_all(tmp_path: Path, simcuda_lib: Path) -> None:
+    db = tmp_path / "rolling.db"
+    trace = _flood(db, simcuda_lib, "--db-rollover-size", "1m", "--db-rollover-keep", "2")
+    deadline = time.monotonic() + 60
+    seen: set[str] = set()
+    while len(seen) < 3 and time.monotonic() < deadline:
+        seen |= {p.name for p in tmp_path.glob("rolling.db.*.db")}
+        time.sleep(0.02)
+    os.killpg(trace.pid, signal.SIGINT)
+    _, err = trace.communicate(timeout=120)
+    assert "error:" not in err
+    rolled = sorted(tmp_path.glob("rolling.db.*.db"))
+    assert len(seen) >= 3
+    assert len(rolled) == 2, rolled  # more were rolled; the oldest went
+    ids: list[str] = []
+    in_current = 0
+    for path in [*rolled, db]:
+        with sqlite3.connect(path) as conn:
+            assert conn.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+            ids += [r[0] for r in conn.execute("SELECT id FROM events ORDER BY rowid")]
+            in_current = conn.execute("SELECT COUNT(*) FROM events").fetchone()[0]
+    seqs = [int(i.split(":")[1]) for i in ids]
+    # The files continue one numbering, oldest file first, with no id repeated.
+    assert seqs == sorted(seqs)
+    assert len(set(seqs)) == len(seqs)
+    everything = run_cli("query", "--db", str(db), "--include-rolled", "--limit", "10000000", "--json")
+    assert len(json.loads(everything.stdout)) == len(ids)
+    current = run_cli("query", "--db", str(db), "--limit", "10000000", "--json")
+    assert len(json.loads(current.stdout)) == in_current < len(ids)

@@ -98,7 +98,7 @@ impl PyTracer {
         self.with(|t| t.add_target(pid))
     }
 
-    #[pyo3(signature = (db_path, node, pid_filter = String::new(), flags = String::new(), python_ver = String::new(), ingero_ver = String::new(), record_all = false, stack_samples = 100, max_db_bytes = 0))]
+    #[pyo3(signature = (db_path, node, pid_filter = String::new(), flags = String::new(), python_ver = String::new(), ingero_ver = String::new(), record_all = false, stack_samples = 100, max_db_bytes = 0, rollover_bytes = 0, rollover_keep = 6))]
     #[allow(clippy::too_many_arguments)]
     fn start(
         &self,
@@ -112,6 +112,8 @@ impl PyTracer {
         record_all: bool,
         stack_samples: u32,
         max_db_bytes: u64,
+        rollover_bytes: u64,
+        rollover_keep: u32,
     ) -> PyResult<()> {
         let session = SessionInfo {
             started_at_ns: crate::clock::wall_now_ns(),
@@ -122,6 +124,8 @@ impl PyTracer {
             ingero_ver,
             policy: Policy { record_all, stack_samples },
             max_db_bytes,
+            rollover_bytes,
+            rollover_keep,
         };
         py.detach(|| self.with(|t| t.start(&db_path, &session)))
     }
@@ -224,6 +228,14 @@ fn record_tool_call(
     }
 }
 
+/// Rolled-over files of the database at `db` (`NAME.<unix ns>.db`), oldest first.
+#[pyfunction]
+fn rolled_siblings(db: PathBuf) -> Vec<PathBuf> {
+    let mut files = crate::store::rollover::rolled_siblings(&db);
+    files.sort();
+    files
+}
+
 #[pymodule]
 fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
@@ -233,5 +245,6 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(ops, m)?)?;
     m.add_function(wrap_pyfunction!(wait_child, m)?)?;
     m.add_function(wrap_pyfunction!(record_tool_call, m)?)?;
+    m.add_function(wrap_pyfunction!(rolled_siblings, m)?)?;
     Ok(())
 }

@@ -9,7 +9,7 @@ from collections.abc import Callable
 
 from ingero.analyse.chains import analyse
 from ingero.analyse.load import Window
-from ingero.store.database import open_readonly
+from ingero.store.database import DatabaseError, open_readonly
 
 BUSY_TIMEOUT_MS = 5000
 _UPSERT = """
@@ -73,20 +73,24 @@ class LiveChains:
     def start(self) -> None:
         self._thread.start()
 
-    def _run_once(self) -> None:
+    def _run_once(self, final: bool) -> None:
         try:
             self.stored = store_live_chains(*self._args)
+        except DatabaseError as err:
+            # Mid-trace the file may be a moment old (just rolled over): the next run sees it whole.
+            if final:
+                self._on_warning(f"causal-chain analysis failed: {err}")
         except Exception as err:  # any analysis failure is reported, never fatal
             self._on_warning(f"causal-chain analysis failed: {err}")
 
     def _loop(self) -> None:
         while not self._stop.wait(self._period_s):
-            self._run_once()
+            self._run_once(final=False)
 
     def finish(self) -> int:
         """Stops the periodic runs and analyses the whole trace once more; returns chains stored."""
         self._stop.set()
         if self._thread.is_alive():
             self._thread.join()
-        self._run_once()
+        self._run_once(final=True)
         return self.stored

@@ -57,6 +57,9 @@ class TraceRequest:
     stack_samples: int = 100
     # Oldest rows are pruned to keep the database under this many bytes; 0 = no cap.
     max_db_bytes: int = 0
+    # Roll the database over at this size (0 = never), keeping the newest N rolled files.
+    rollover_bytes: int = 0
+    rollover_keep: int = 6
 
 
 @dataclass
@@ -236,7 +239,8 @@ def run_trace(
     flags = (
         f"duration={request.duration or 0} all_processes={int(trace_all)} nccl={int(request.nccl)} "
         f"sampling={request.sampling_rate or 'adaptive'} record_all={int(request.record_all)} "
-        f"stack_samples={request.stack_samples} max_db={request.max_db_bytes}"
+        f"stack_samples={request.stack_samples} max_db={request.max_db_bytes} "
+        f"rollover={request.rollover_bytes}/{request.rollover_keep}"
     )
     trace_start_ns = time.time_ns()
     try:
@@ -250,6 +254,8 @@ def run_trace(
             record_all=request.record_all,
             stack_samples=request.stack_samples,
             max_db_bytes=request.max_db_bytes,
+            rollover_bytes=request.rollover_bytes,
+            rollover_keep=request.rollover_keep,
         )
     except _core.IngeroError as err:
         raise TraceError(str(err)) from err

@@ -11,12 +11,12 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from ingero import codes
+from ingero import _core, codes
 from ingero.cli.output import fail, stdout, table_console
 from ingero.serve.sql_sandbox import MAX_ROWS, Sandbox, SqlRefused
 from ingero.store import timerange
 from ingero.store.database import DatabaseError, open_readonly
-from ingero.store.events import EventFilter, select_events
+from ingero.store.events import EventFilter, merge_selections, select_events
 from ingero.store.paths import default_db_path
 
 DbOption = Annotated[
@@ -50,6 +50,9 @@ def query(  # noqa: PLR0917 - Typer maps each parameter to an option
     ] = None,
     op: Annotated[str | None, typer.Option(help="Only this op, e.g. cudaMalloc (case-insensitive).")] = None,
     limit: Annotated[int, typer.Option(help="Show at most the newest N matching events.")] = 100,
+    include_rolled: Annotated[
+        bool, typer.Option("--include-rolled", help="Also read the rolled-over files (NAME.<ns>.db).")
+    ] = False,
     as_json: JsonOption = False,
 ) -> None:
     """List stored events, oldest first, with filters."""
@@ -61,14 +64,17 @@ def query(  # noqa: PLR0917 - Typer maps each parameter to an option
             wanted = codes.op_named(op)
         except KeyError:
             fail(f'--op: no op named {op!r} (see `ingero sql "SELECT name FROM ops"`)')
-    conn = _open(db)
+    path = db if db is not None else default_db_path()
+    conn = _open(path)
+    rolled = [_open(Path(p)) for p in _core.rolled_siblings(path)] if include_rolled else []
     try:
-        lo, hi = timerange.resolve(conn, since, start, end)
+        # --since counts back from the newest event of all the files read.
+        newest = next((c for c in [conn, *reversed(rolled)] if timerange.newest_event_ns(c)), conn)
+        lo, hi = timerange.resolve(newest, since, start, end)
     except ValueError as err:
         fail(str(err))
-    selection = select_events(
-        conn, EventFilter(start_ns=lo, end_ns=hi, pids=list(pid or []), op=wanted, limit=limit)
-    )
+    wanted_events = EventFilter(start_ns=lo, end_ns=hi, pids=list(pid or []), op=wanted, limit=limit)
+    selection = merge_selections([select_events(c, wanted_events) for c in [*rolled, conn]], limit)
     if as_json:
         stdout.out(json.dumps(selection.events), highlight=False)
         return

@@ -94,11 +94,22 @@ def trace(  # noqa: PLR0917 - Typer maps each parameter to an option
         int, typer.Option(help="Events stored per distinct call stack (anomalies excepted); 0 = no cap.")
     ] = 100,
     max_db: Annotated[
-        str,
+        str | None,
         typer.Option(
-            help="Prune the oldest rows to keep the database under this size (e.g. 500m, 10g); 0 = no cap."
+            help="Prune the oldest rows to keep the database under this size (e.g. 500m, 10g; default 10g "
+            "unless rolling over); 0 = no cap.",
+            show_default=False,
         ),
-    ] = "10g",
+    ] = None,
+    db_rollover_size: Annotated[
+        str | None,
+        typer.Option(
+            help="Roll the database over at this size: it is renamed NAME.<ns>.db and a new one begun."
+        ),
+    ] = None,
+    db_rollover_keep: Annotated[
+        int, typer.Option(help="Rolled-over files kept (the oldest are deleted).")
+    ] = 6,
 ) -> None:
     """Trace CUDA calls into SQLite: `ingero trace -- CMD`, `ingero trace --pid N`, or, with
     neither, every process that maps a CUDA library (until --duration or Ctrl+C)."""
@@ -116,12 +127,24 @@ def trace(  # noqa: PLR0917 - Typer maps each parameter to an option
         fail(f"--ringbuf-size: {ringbuf_size} is not a power of two of at least 4096")
     if stack_samples < 0:
         fail("--stack-samples: must be 0 (no cap) or a positive N")
+    if max_db is not None and db_rollover_size is not None:
+        fail("--max-db and --db-rollover-size cannot be combined: choose pruning or rolling over")
     try:
-        max_db_bytes = parse_size(max_db)
+        max_db_bytes = parse_size(max_db or ("0" if db_rollover_size else "10g"))
     except ValueError as err:
         fail(f"--max-db: {err}")
     if 0 < max_db_bytes < 1 << 20:
         fail("--max-db: must be at least 1m (or 0 for no cap)")
+    rollover_bytes = 0
+    if db_rollover_size is not None:
+        try:
+            rollover_bytes = parse_size(db_rollover_size)
+        except ValueError as err:
+            fail(f"--db-rollover-size: {err}")
+        if rollover_bytes < 1 << 20:
+            fail("--db-rollover-size: must be at least 1m")
+    if db_rollover_keep < 1:
+        fail("--db-rollover-keep: must be at least 1")
     database = db if db is not None else default_db_path(create_dir=True)
     request = TraceRequest(
         db=database,
@@ -137,6 +160,8 @@ def trace(  # noqa: PLR0917 - Typer maps each parameter to an option
         record_all=record_all,
         stack_samples=stack_samples,
         max_db_bytes=max_db_bytes,
+        rollover_bytes=rollover_bytes,
+        rollover_keep=db_rollover_keep,
     )
 
     def attached(a: _core.Attachment) -> None:

@@ -77,3 +77,11 @@ def select_events(conn: sqlite3.Connection, f: EventFilter) -> Selection:
         for r in reversed(rows)
     ]
     return Selection(events=events, matched=matched)
+
+
+def merge_selections(selections: list[Selection], limit: int) -> Selection:
+    """One selection from several files (rolled-over databases): the newest `limit`, oldest first."""
+    if len(selections) == 1:
+        return selections[0]
+    merged = sorted((e for s in selections for e in s.events), key=lambda e: e["timestamp"])
+    return Selection(events=merged[-limit:], matched=sum(s.matched for s in selections))

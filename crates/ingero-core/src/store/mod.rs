@@ -4,6 +4,7 @@
 mod aggregates;
 pub mod audit;
 mod retention;
+pub mod rollover;
 pub mod selective;
 pub mod session;
 mod writer;

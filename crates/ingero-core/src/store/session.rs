@@ -16,6 +16,9 @@ pub struct SessionInfo {
     pub policy: super::selective::Policy,
     /// Oldest rows are pruned to keep the files under this size; 0 = no cap.
     pub max_db_bytes: u64,
+    /// Roll the database over at this size (0 = never), keeping this many rolled files.
+    pub rollover_bytes: u64,
+    pub rollover_keep: u32,
 }
 
 fn first_line_with(path: &str, prefix: &str) -> Option<String> {

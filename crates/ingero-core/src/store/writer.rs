@@ -2,6 +2,7 @@
 
 use std::{
     collections::HashSet,
+    path::PathBuf,
     sync::{
         Arc, Mutex,
         atomic::{AtomicU64, Ordering},
@@ -15,8 +16,8 @@ use ingero_common::event::COMM_LEN;
 use rusqlite::{Connection, params};
 
 use super::{
-    SessionInfo, aggregates::Deltas, audit, audit::ToolCall, next_event_seq, retention::Retention,
-    selective::Selector, session,
+    SessionInfo, aggregates::Deltas, audit, audit::ToolCall, next_event_seq, open_for_write,
+    retention::Retention, rollover::Rollover, selective::Selector, session,
 };
 use crate::symbolize::StackRow;
 
@@ -105,7 +106,20 @@ impl Writer {
             ))?;
         }
         let selector = Selector::new(info.policy, info.started_at_ns);
-        let state = State { conn, node, next_seq, named_pids: HashSet::new(), selector, retention };
+        let rollover = (info.rollover_bytes > 0)
+            .then_some(Rollover { size_bytes: info.rollover_bytes, keep: info.rollover_keep });
+        let path = PathBuf::from(conn.path().unwrap_or_default());
+        let state = State {
+            conn,
+            path,
+            info: info.clone(),
+            node,
+            next_seq,
+            named_pids: HashSet::new(),
+            selector,
+            retention,
+            rollover,
+        };
         let (sender, receiver) = sync_channel(QUEUE_DEPTH);
         let stats = Arc::new(WriterStats::default());
         let thread_stats = Arc::clone(&stats);
@@ -146,14 +160,42 @@ impl Writer {
 /// What the writer thread carries from batch to batch.
 struct State {
     conn: Connection,
+    path: PathBuf,
+    info: SessionInfo,
     node: String,
     next_seq: u64,
     named_pids: HashSet<u32>,
     selector: Selector,
     retention: Option<Retention>,
+    rollover: Option<Rollover>,
 }
 
-fn write_loop(mut st: State, session_id: i64, receiver: Receiver<Batch>, stats: &WriterStats) -> Result<()> {
+/// Closes the database complete, renames it aside, and continues in a fresh one
+/// at the same path; returns the new session's id.
+fn roll_over(st: &mut State, session_id: i64) -> Result<i64> {
+    let Some(rollover) = st.rollover.as_ref() else { return Ok(session_id) };
+    session::end(&st.conn, session_id, crate::clock::wall_now_ns())?;
+    st.conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE);")?;
+    let fresh = {
+        // The old connection must be closed before the rename, so its -wal and
+        // -shm go with it; a placeholder takes its place for that moment.
+        let old = std::mem::replace(&mut st.conn, Connection::open_in_memory()?);
+        old.close().map_err(|(_, err)| err)?;
+        rollover.roll(&st.path)?;
+        open_for_write(&st.path)?
+    };
+    st.conn = fresh;
+    // Process names are per file: every pid is named again in the new one.
+    st.named_pids.clear();
+    session::begin(&st.conn, &st.info)
+}
+
+fn write_loop(
+    mut st: State,
+    mut session_id: i64,
+    receiver: Receiver<Batch>,
+    stats: &WriterStats,
+) -> Result<()> {
     for batch in receiver {
         // Decided once, so a retried batch keeps the same rows and numbers.
         let keep: Vec<bool> = batch.events.iter().map(|e| st.selector.keep(e)).collect();
@@ -185,6 +227,16 @@ fn write_loop(mut st: State, session_id: i64, receiver: Receiver<Batch>, stats: 
         {
             let mut first = stats.first_error.lock().unwrap_or_else(|e| e.into_inner());
             first.get_or_insert_with(|| format!("keeping the database under its size cap: {err:#}"));
+        }
+        if st.rollover.as_ref().is_some_and(|r| r.due(&st.conn).unwrap_or(false)) {
+            match roll_over(&mut st, session_id) {
+                Ok(id) => session_id = id,
+                Err(err) => {
+                    // Without a database there is nowhere to write: stop here,
+                    // loudly, rather than count every later event as failed.
+                    return Err(err.context("rolling the database over failed"));
+                }
+            }
         }
     }
     session::end(&st.conn, session_id, crate::clock::wall_now_ns())?;
