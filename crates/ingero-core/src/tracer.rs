@@ -159,10 +159,11 @@ impl Tracer {
             return Err(anyhow!("the trace was already started"));
         }
         let conn = store::open_for_write(db)?;
+        let socket = audit::Bound::bind(db)?;
         let writer = Writer::spawn(conn, session)?;
         self.writer_stats = writer.stats();
         if let Some(sender) = writer.sender() {
-            self.audit = Some(audit::Listener::spawn(db, sender)?);
+            self.audit = Some(socket.serve(sender)?);
         }
         let rings = std::mem::take(&mut self.events);
         let stacks = std::mem::take(&mut self.stacks);

@@ -148,24 +148,29 @@ pub enum Delivered {
     Database(PathBuf),
 }
 
+/// Sends `call` to the trace writing `db`, if one listens.
+fn send_to_trace(db: &Path, call: &ToolCall) -> Result<Option<Delivered>> {
+    let addr = SocketAddr::from_abstract_name(socket_name(db)?)?;
+    let Ok(mut stream) = UnixStream::connect_addr(&addr) else { return Ok(None) };
+    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+    stream.write_all(format!("{}\n", call.to_json()).as_bytes())?;
+    let mut answer = String::new();
+    BufReader::new(&stream).read_line(&mut answer)?;
+    match answer.trim() {
+        "ok" => Ok(Some(Delivered::Trace)),
+        refusal => {
+            Err(anyhow!("the ingero trace writing {} refused the audit event: {refusal}", db.display()))
+        }
+    }
+}
+
 /// Records `call` in the database at `db`: through a running trace if one writes
 /// it, else directly (creating the database if needed).
 pub fn record(db: &Path, node: &str, call: &ToolCall) -> Result<Delivered> {
-    if db.exists() {
-        let addr = SocketAddr::from_abstract_name(socket_name(db)?)?;
-        if let Ok(mut stream) = UnixStream::connect_addr(&addr) {
-            stream.set_read_timeout(Some(Duration::from_secs(5)))?;
-            stream.write_all(format!("{}\n", call.to_json()).as_bytes())?;
-            let mut answer = String::new();
-            BufReader::new(&stream).read_line(&mut answer)?;
-            return match answer.trim() {
-                "ok" => Ok(Delivered::Trace),
-                refusal => Err(anyhow!(
-                    "the ingero trace writing {} refused the audit event: {refusal}",
-                    db.display()
-                )),
-            };
-        }
+    if db.exists()
+        && let Some(delivered) = send_to_trace(db, call)?
+    {
+        return Ok(delivered);
     }
     if let Ok(meta) = std::fs::metadata(db)
         && meta.mode() & 0o222 == 0
@@ -176,8 +181,13 @@ pub fn record(db: &Path, node: &str, call: &ToolCall) -> Result<Delivered> {
     }
     let mut conn = open_for_write(db)?;
     // IMMEDIATE: the sequence number is taken under the write lock, so two
-    // servers appending at once cannot pick the same id.
+    // servers appending at once cannot pick the same id...
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    // ...and a trace that started meanwhile has bound its socket before it took
+    // its own numbers under that lock: ask again, and let it number this call.
+    if let Some(delivered) = send_to_trace(db, call)? {
+        return Ok(delivered);
+    }
     let id = format!("{node}:{}", next_event_seq(&tx, node)?);
     insert(&tx, &id, node, call)?;
     tx.commit()?;
@@ -190,8 +200,15 @@ pub struct Listener {
     thread: Option<JoinHandle<()>>,
 }
 
-impl Listener {
-    pub fn spawn(db: &Path, writer: SyncSender<Batch>) -> Result<Self> {
+/// The trace's socket, bound before its writer numbers anything, so every MCP
+/// call either finds it or committed before the writer took its numbers.
+pub struct Bound {
+    listener: UnixListener,
+    allowed: [u32; 3],
+}
+
+impl Bound {
+    pub fn bind(db: &Path) -> Result<Self> {
         let addr = SocketAddr::from_abstract_name(socket_name(db)?)?;
         let listener = UnixListener::bind_addr(&addr).with_context(|| {
             format!("another ingero trace is already writing {} (its audit socket is taken)", db.display())
@@ -199,6 +216,12 @@ impl Listener {
         listener.set_nonblocking(true)?;
         // Whoever owns the database may append to it anyway; root always may.
         let allowed = [0, unsafe { libc::geteuid() }, std::fs::metadata(db)?.uid()];
+        Ok(Self { listener, allowed })
+    }
+
+    /// Starts serving calls (queued in the socket's backlog until now) into `writer`.
+    pub fn serve(self, writer: SyncSender<Batch>) -> Result<Listener> {
+        let Self { listener, allowed } = self;
         let stop = Arc::new(AtomicBool::new(false));
         let thread_stop = Arc::clone(&stop);
         let thread = std::thread::Builder::new()
@@ -212,7 +235,7 @@ impl Listener {
                 }
             })
             .context("cannot start the audit listener")?;
-        Ok(Self { stop, thread: Some(thread) })
+        Ok(Listener { stop, thread: Some(thread) })
     }
 }
 

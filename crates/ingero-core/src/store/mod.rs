@@ -22,6 +22,12 @@ use rusqlite::{Connection, OpenFlags, params};
 pub const USER_VERSION: i64 = 10;
 
 const SCHEMA: &str = include_str!("schema.sql");
+const EVENT_INDEXES: &str = include_str!("indexes.sql");
+
+/// Builds the indexes of `events` that are missing (the writer defers them).
+pub fn build_event_indexes(conn: &Connection) -> Result<()> {
+    conn.execute_batch(EVENT_INDEXES).context("cannot index the events table")
+}
 
 /// Notes stored in `schema_info`, read by agents that meet the file cold.
 const SCHEMA_NOTES: &[(&str, &str)] = &[

@@ -2,7 +2,7 @@
 -- databases and the SQL written for them work on ours. Columns the original
 -- added by later ALTER TABLEs (cgroup_id, stack_ips) are created in place.
 CREATE TABLE IF NOT EXISTS events (
-	id         TEXT PRIMARY KEY,       -- "{node}:{seq}" node-namespaced ID
+	id         TEXT NOT NULL,          -- "{node}:{seq}", unique (idx_events_id, see indexes.sql)
 	timestamp  INTEGER NOT NULL,       -- unix nanos, when the call was entered
 	pid        INTEGER NOT NULL,
 	tid        INTEGER NOT NULL,
@@ -22,10 +22,6 @@ CREATE TABLE IF NOT EXISTS events (
 	stack_ips  TEXT NOT NULL DEFAULT '',
 	cgroup_id  INTEGER NOT NULL DEFAULT 0
 );
-CREATE INDEX IF NOT EXISTS idx_events_timestamp ON events(timestamp);
-CREATE INDEX IF NOT EXISTS idx_events_pid ON events(pid);
-CREATE INDEX IF NOT EXISTS idx_events_source_op_stack ON events(source, op, stack_hash);
-CREATE INDEX IF NOT EXISTS idx_events_cgroup ON events(cgroup_id) WHERE cgroup_id != 0;
 
 CREATE TABLE IF NOT EXISTS stack_traces (
 	hash   INTEGER PRIMARY KEY,

@@ -16,8 +16,8 @@ use ingero_common::event::COMM_LEN;
 use rusqlite::{Connection, params};
 
 use super::{
-    SessionInfo, aggregates::Deltas, audit, audit::ToolCall, next_event_seq, open_for_write,
-    retention::Retention, rollover::Rollover, selective::Selector, session,
+    SessionInfo, aggregates::Deltas, audit, audit::ToolCall, build_event_indexes, next_event_seq,
+    open_for_write, retention::Retention, rollover::Rollover, selective::Selector, session,
 };
 use crate::symbolize::StackRow;
 
@@ -94,9 +94,14 @@ const INSERT_EVENT: &str = "INSERT INTO events \
 
 impl Writer {
     /// Starts the writer on `conn`, numbering ids after those already in the file.
-    pub fn spawn(conn: Connection, info: &SessionInfo) -> Result<Self> {
+    pub fn spawn(mut conn: Connection, info: &SessionInfo) -> Result<Self> {
         let node = info.node.clone();
-        let next_seq = next_event_seq(&conn, &node)?;
+        // Under the write lock: an MCP server appending directly either committed
+        // before (and is counted) or waits, finds the trace's audit socket bound,
+        // and sends its event here instead.
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let next_seq = next_event_seq(&tx, &node)?;
+        tx.commit()?;
         let session_id = session::begin(&conn, info)?;
         let retention = (info.max_db_bytes > 0).then(|| Retention::new(info.max_db_bytes));
         if info.max_db_bytes > 0 {
@@ -175,6 +180,7 @@ struct State {
 fn roll_over(st: &mut State, session_id: i64) -> Result<i64> {
     let Some(rollover) = st.rollover.as_ref() else { return Ok(session_id) };
     session::end(&st.conn, session_id, crate::clock::wall_now_ns())?;
+    build_event_indexes(&st.conn)?;
     st.conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE);")?;
     let fresh = {
         // The old connection must be closed before the rename, so its -wal and
@@ -197,20 +203,8 @@ fn write_loop(
     stats: &WriterStats,
 ) -> Result<()> {
     for batch in receiver {
-        // Decided once, so a retried batch keeps the same rows and numbers.
         let keep: Vec<bool> = batch.events.iter().map(|e| st.selector.keep(e)).collect();
-        let mut result = write_batch(&mut st, &batch, &keep);
-        if result.is_err() {
-            // Someone else appended under our node (an MCP server that found no
-            // trace running as this one started): renumber after them once.
-            if let Ok(seq) = next_event_seq(&st.conn, &st.node)
-                && seq > st.next_seq
-            {
-                st.next_seq = seq;
-                result = write_batch(&mut st, &batch, &keep);
-            }
-        }
-        match result {
+        match write_batch(&mut st, &batch, &keep) {
             Ok(stored) => {
                 st.next_seq += stored + batch.tool_calls.len() as u64;
                 stats.stored.fetch_add(stored, Ordering::Relaxed);
@@ -240,6 +234,7 @@ fn write_loop(
         }
     }
     session::end(&st.conn, session_id, crate::clock::wall_now_ns())?;
+    build_event_indexes(&st.conn)?;
     // Fold the WAL back so the file is complete on its own when copied elsewhere.
     st.conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE);")?;
     st.conn.close().map_err(|(_, err)| err)?;
