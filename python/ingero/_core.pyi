@@ -45,6 +45,9 @@ class Tracer:
         max_db_bytes: int = ...,
         rollover_bytes: int = ...,
         rollover_keep: int = ...,
+        gpu_model: str = ...,
+        gpu_driver: str = ...,
+        cuda_ver: str = ...,
     ) -> None: ...
     def launch(self, argv: list[str]) -> int: ...
     def set_sampling_rate(self, rate: int) -> None: ...

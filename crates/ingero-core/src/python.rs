@@ -98,7 +98,7 @@ impl PyTracer {
         self.with(|t| t.add_target(pid))
     }
 
-    #[pyo3(signature = (db_path, node, pid_filter = String::new(), flags = String::new(), python_ver = String::new(), ingero_ver = String::new(), record_all = false, stack_samples = 100, max_db_bytes = 0, rollover_bytes = 0, rollover_keep = 6))]
+    #[pyo3(signature = (db_path, node, pid_filter = String::new(), flags = String::new(), python_ver = String::new(), ingero_ver = String::new(), record_all = false, stack_samples = 100, max_db_bytes = 0, rollover_bytes = 0, rollover_keep = 6, gpu_model = String::new(), gpu_driver = String::new(), cuda_ver = String::new()))]
     #[allow(clippy::too_many_arguments)]
     fn start(
         &self,
@@ -114,6 +114,9 @@ impl PyTracer {
         max_db_bytes: u64,
         rollover_bytes: u64,
         rollover_keep: u32,
+        gpu_model: String,
+        gpu_driver: String,
+        cuda_ver: String,
     ) -> PyResult<()> {
         let session = SessionInfo {
             started_at_ns: crate::clock::wall_now_ns(),
@@ -126,6 +129,9 @@ impl PyTracer {
             max_db_bytes,
             rollover_bytes,
             rollover_keep,
+            gpu_model,
+            gpu_driver,
+            cuda_ver,
         };
         py.detach(|| self.with(|t| t.start(&db_path, &session)))
     }

@@ -29,6 +29,7 @@ from ingero.capture.discover import (
 )
 from ingero.capture.privileges import missing_privileges
 from ingero.capture.sampling import AdaptiveSampling
+from ingero.check.gpu import driver_version, nvidia_gpus
 
 POLL_SECONDS = 0.2
 # How often a trace of every process looks for library copies loaded since.
@@ -202,6 +203,16 @@ class _Attacher:
                 self.attach(kind, path, required=False)
 
 
+def _cuda_version(attachments: list[_core.Attachment]) -> str:
+    """The CUDA runtime's version from the attached libcudart's real file name
+    (libcudart.so.12.4.127 -> 12.4.127)."""
+    for a in attachments:
+        if a["kind"] == "runtime":
+            name = Path(a["library"]).resolve().name
+            return name.partition(".so.")[2]
+    return ""
+
+
 def run_trace(
     request: TraceRequest,
     on_attach: Callable[[_core.Attachment], None] = lambda a: None,
@@ -256,6 +267,9 @@ def run_trace(
             max_db_bytes=request.max_db_bytes,
             rollover_bytes=request.rollover_bytes,
             rollover_keep=request.rollover_keep,
+            gpu_model="; ".join(nvidia_gpus()),
+            gpu_driver=driver_version() or "",
+            cuda_ver=_cuda_version(attacher.attachments),
         )
     except _core.IngeroError as err:
         raise TraceError(str(err)) from err

@@ -12,6 +12,10 @@ pub struct SessionInfo {
     pub flags: String,
     pub python_ver: String,
     pub ingero_ver: String,
+    /// GPU model(s), NVIDIA driver and CUDA runtime versions, where present.
+    pub gpu_model: String,
+    pub gpu_driver: String,
+    pub cuda_ver: String,
     /// Which events get a row of their own.
     pub policy: super::selective::Policy,
     /// Oldest rows are pruned to keep the files under this size; 0 = no cap.
@@ -41,8 +45,8 @@ pub fn begin(conn: &Connection, info: &SessionInfo) -> Result<i64> {
     let cores = std::thread::available_parallelism().map_or(0, |n| n.get() as i64);
     conn.execute(
         "INSERT INTO sessions (started_at, cpu_model, cpu_cores, mem_total, kernel, os_release, \
-         python_ver, ingero_ver, pid_filter, flags, node) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+         python_ver, ingero_ver, pid_filter, flags, node, gpu_model, gpu_driver, cuda_ver) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
         params![
             info.started_at_ns,
             cpu_model,
@@ -55,6 +59,9 @@ pub fn begin(conn: &Connection, info: &SessionInfo) -> Result<i64> {
             info.pid_filter,
             info.flags,
             info.node,
+            info.gpu_model,
+            info.gpu_driver,
+            info.cuda_ver,
         ],
     )?;
     Ok(conn.last_insert_rowid())
