@@ -3,7 +3,16 @@
 from os import PathLike
 from typing import TypedDict, final
 
-__all__ = ["IngeroError", "Tracer", "__version__", "ops", "record_tool_call", "rolled_siblings", "sources", "wait_child"]
+__all__ = [
+    "IngeroError",
+    "Tracer",
+    "__version__",
+    "ops",
+    "record_tool_call",
+    "rolled_siblings",
+    "sources",
+    "wait_child",
+]
 
 __version__: str
 
@@ -60,7 +69,6 @@ class Tracer:
 def sources() -> list[tuple[int, str, str]]: ...
 def ops() -> list[tuple[int, int, str, str, str, str]]: ...
 def wait_child(pid: int, timeout_ms: int | None = ...) -> int | None: ...
-
 def record_tool_call(
     db: str | PathLike[str],
     node: str,
