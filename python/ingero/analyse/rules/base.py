@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ingero.analyse.chain import TimelineEvent
 from ingero.analyse.evidence import Evidence
+from ingero.analyse.gotime import go_round_ms
 from ingero.analyse.system import SystemContext
 
 # The original's thresholds (internal/correlate): a p99/p50 of 3 is a tail, five
@@ -36,3 +38,22 @@ class Context:
     system: SystemContext | None
     evidence: Evidence
     at_ns: int
+
+
+def add_scheduler_cause(
+    ev: Evidence, timeline: list[TimelineEvent], causes: list[str], fixes: list[str]
+) -> None:
+    """The scheduler part of a chain, worded as the original words it (tail latency and throughput drop)."""
+    timeline.append(
+        TimelineEvent(
+            "HOST",
+            "sched_switch",
+            f"{ev.sched_count} context switches ({go_round_ms(ev.off_cpu_ns)} off-CPU)",
+            ev.off_cpu_ns // 1000,
+        )
+    )
+    causes.append(f"{ev.sched_count} sched_switch events")
+    fixes += [
+        "Pin training process to dedicated cores with taskset",
+        "Add nice -n 19 to background jobs (logrotate, cron)",
+    ]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from ingero.analyse.chain import CausalChain, TimelineEvent, chain_id, dedup
 from ingero.analyse.gotime import go_duration, go_round_ms, go_round_us
-from ingero.analyse.rules.base import SCHED_SWITCH_THRESHOLD, Context, GiB, MiB, OpView
+from ingero.analyse.rules.base import SCHED_SWITCH_THRESHOLD, Context, GiB, MiB, OpView, add_scheduler_cause
 
 _MS = 1_000_000
 _S = 1_000_000_000
@@ -112,19 +112,7 @@ def tail_chain(op: OpView, ctx: Context) -> CausalChain | None:
             timeline.append(TimelineEvent("SYSTEM", "load", f"Load average {sys.load_avg:.1f}"))
             causes.append("high system load")
     if ev.sched_count >= SCHED_SWITCH_THRESHOLD:
-        timeline.append(
-            TimelineEvent(
-                "HOST",
-                "sched_switch",
-                f"{ev.sched_count} context switches ({go_round_ms(ev.off_cpu_ns)} off-CPU)",
-                ev.off_cpu_ns // 1000,
-            )
-        )
-        causes.append(f"{ev.sched_count} sched_switch events")
-        fixes += [
-            "Pin training process to dedicated cores with taskset",
-            "Add nice -n 19 to background jobs (logrotate, cron)",
-        ]
+        add_scheduler_cause(ev, timeline, causes, fixes)
     if ev.alloc_bytes > GiB:
         timeline.append(
             TimelineEvent(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from ingero.analyse.chain import CausalChain, TimelineEvent, chain_id, dedup
 from ingero.analyse.gotime import go_duration, go_round_ms
-from ingero.analyse.rules.base import SCHED_SWITCH_THRESHOLD, Context, OpView
+from ingero.analyse.rules.base import SCHED_SWITCH_THRESHOLD, Context, OpView, add_scheduler_cause
 
 
 def has_evidence(ctx: Context) -> bool:
@@ -32,19 +32,7 @@ def drop_chain(op: OpView, peak: float, current: float, ctx: Context) -> CausalC
             )
             causes.append("memory pressure")
     if ev.sched_count >= SCHED_SWITCH_THRESHOLD:
-        timeline.append(
-            TimelineEvent(
-                "HOST",
-                "sched_switch",
-                f"{ev.sched_count} context switches ({go_round_ms(ev.off_cpu_ns)} off-CPU)",
-                ev.off_cpu_ns // 1000,
-            )
-        )
-        causes.append(f"{ev.sched_count} sched_switch events")
-        fixes += [
-            "Pin training process to dedicated cores with taskset",
-            "Add nice -n 19 to background jobs (logrotate, cron)",
-        ]
+        add_scheduler_cause(ev, timeline, causes, fixes)
     if ev.io_count >= 50:
         timeline.append(
             TimelineEvent("INFRA", "block_io", f"{ev.io_count} I/O ops ({go_round_ms(ev.io_total_ns)} total)")
