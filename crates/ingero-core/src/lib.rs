@@ -5,6 +5,7 @@
 pub mod capture;
 pub mod clock;
 pub mod drain;
+pub mod pyframes;
 pub mod store;
 pub mod symbolize;
 pub mod tracer;

@@ -4,14 +4,16 @@
 use std::{path::Path, sync::Arc, sync::atomic::Ordering};
 
 use anyhow::{Result, anyhow};
-use aya::maps::{Array, HashMap, MapData, PerCpuArray, RingBuf, StackTraceMap};
+use aya::maps::{Array, HashMap, IterableMap as _, MapData, PerCpuArray, RingBuf, StackTraceMap};
 use ingero_common::event::counter;
 
 use crate::{
     capture::programs::{Attachment, Library, ProbeFamily},
     clock,
     drain::{DrainStats, Drainer},
+    pyframes::{PythonProcesses, Watcher},
     store::{self, SessionInfo, Writer, WriterStats, audit},
+    symbolize::PythonStacks,
 };
 
 /// Where every event went: `received == stored + aggregated + write_failed` once stopped, and
@@ -50,6 +52,10 @@ pub struct Tracer {
     /// Handed to the drainer at start, one of each per family, in order.
     events: Vec<RingBuf<MapData>>,
     stacks: Vec<StackTraceMap<MapData>>,
+    /// Python frames: handed to the drainer at start, with a watcher that
+    /// registers the targets that run Python.
+    python: Option<PythonStacks>,
+    python_watcher: Option<Watcher>,
     drainer: Option<Drainer>,
     /// Takes MCP tool calls into the trace while it runs.
     audit: Option<audit::Listener>,
@@ -61,8 +67,12 @@ impl Tracer {
     /// Loads the probe families of `libraries`; nothing is attached yet.
     pub fn new(libraries: &[Library], trace_all: bool, ringbuf_bytes: u32) -> Result<Self> {
         let (mut probes, mut maps, mut events, mut stacks) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        let (mut py_procs, mut py_stacks) = (Vec::new(), Vec::new());
         for &library in libraries {
             let mut family = ProbeFamily::load(library, trace_all, ringbuf_bytes)?;
+            let (procs, frames) = family.take_python_maps()?;
+            py_procs.push(procs);
+            py_stacks.push(frames);
             maps.push(FamilyMaps {
                 library,
                 targets: family.take_targets()?,
@@ -78,6 +88,8 @@ impl Tracer {
             maps,
             events,
             stacks,
+            python: Some(PythonStacks { maps: py_stacks, processes: PythonProcesses::new(py_procs) }),
+            python_watcher: None,
             drainer: None,
             audit: None,
             drain_stats: Arc::default(),
@@ -167,7 +179,14 @@ impl Tracer {
         }
         let rings = std::mem::take(&mut self.events);
         let stacks = std::mem::take(&mut self.stacks);
-        let drainer = Drainer::spawn(rings, stacks, writer, clock::monotonic_to_wall_offset())?;
+        let python = self.python.take();
+        if let (Some(python), Some(family)) = (&python, self.maps.first()) {
+            let targets = HashMap::try_from(aya::maps::Map::HashMap(MapData::from_id(
+                family.targets.map().info()?.id(),
+            )?))?;
+            self.python_watcher = Some(Watcher::spawn(std::sync::Arc::clone(&python.processes), targets)?);
+        }
+        let drainer = Drainer::spawn(rings, stacks, python, writer, clock::monotonic_to_wall_offset())?;
         self.drain_stats = drainer.stats();
         self.drainer = Some(drainer);
         Ok(())
@@ -200,6 +219,7 @@ impl Tracer {
         // periods, serialised (~0.1 s per probe in the test VM, far less on
         // bare metal), so a trace with many attachments takes a moment to stop.
         self.probes.clear();
+        self.python_watcher = None;
         // The listener holds a way into the writer, which ends only once it is gone.
         self.audit = None;
         if let Some(drainer) = self.drainer.take() {
