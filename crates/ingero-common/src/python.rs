@@ -18,7 +18,7 @@ pub const FRAME_OWNED_BY_CSTACK: u8 = 3;
 /// Where a Python process keeps its thread states and how its CPython lays
 /// out the structs on the way to the frames (user space fills it per pid).
 #[repr(C)]
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct PyProcess {
     /// Address of `_PyRuntime.interpreters.head` in the process.
     pub interpreters_head: u64,

@@ -158,7 +158,7 @@ impl StackResolver {
         }
         if !python.is_empty() {
             let is_interpreter =
-                |f: &serde_json::Value| f["m"].as_str().is_some_and(|m| pyframes::is_interpreter_file(m));
+                |f: &serde_json::Value| f["m"].as_str().is_some_and(pyframes::is_interpreter_file);
             let at = frames.iter().position(is_interpreter).unwrap_or(frames.len());
             let py: Vec<serde_json::Value> = python
                 .iter()

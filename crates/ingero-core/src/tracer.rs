@@ -70,9 +70,8 @@ impl Tracer {
         let (mut py_procs, mut py_stacks) = (Vec::new(), Vec::new());
         for &library in libraries {
             let mut family = ProbeFamily::load(library, trace_all, ringbuf_bytes)?;
-            let (procs, frames) = family.take_python_maps()?;
-            py_procs.push(procs);
-            py_stacks.push(frames);
+            py_procs.push(family.take_py_procs()?);
+            py_stacks.push(family.take_py_stacks()?);
             maps.push(FamilyMaps {
                 library,
                 targets: family.take_targets()?,

@@ -121,7 +121,10 @@ pub fn python_stack_id(pid_tgid: u64) -> u32 {
     stack.len = len;
     stack.check = (hash >> 32) as u32;
     let id = (hash as u32) | 1;
-    if PY_STACKS.insert(id, &*stack, u64::from(BPF_NOEXIST)).is_ok() {
+    // By reference: a copy would not fit the 512-byte eBPF stack.
+    #[allow(clippy::needless_borrows_for_generic_args)]
+    let inserted = PY_STACKS.insert(id, &*stack, u64::from(BPF_NOEXIST)).is_ok();
+    if inserted {
         return id;
     }
     // SAFETY: compared at once; an LRU eviction in between only costs this call its frames.

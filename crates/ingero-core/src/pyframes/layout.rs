@@ -44,30 +44,20 @@ pub struct Layout {
     pub compact_data: u64,
 }
 
-const fn probe(
-    threads_head: u32,
-    native_thread_id: u32,
-    frame: u32,
-    cframe_current_frame: u32,
-    frame_previous: u32,
-    frame_code: u32,
-    frame_instr: u32,
-    frame_owner: u32,
-) -> PyProcess {
-    PyProcess {
-        interpreters_head: 0,
-        interp_threads_head: threads_head,
-        tstate_next: 8,
-        tstate_native_thread_id: native_thread_id,
-        tstate_frame: frame,
-        cframe_current_frame,
-        frame_previous,
-        frame_code,
-        frame_instr,
-        frame_owner,
-        _reserved: 0,
-    }
-}
+/// What every version shares: `PyThreadState.next` at 8 (after `prev`).
+const COMMON: PyProcess = PyProcess {
+    interpreters_head: 0,
+    interp_threads_head: 0,
+    tstate_next: 8,
+    tstate_native_thread_id: NO_OFFSET,
+    tstate_frame: 0,
+    cframe_current_frame: NO_OFFSET,
+    frame_previous: 0,
+    frame_code: 0,
+    frame_instr: 0,
+    frame_owner: NO_OFFSET,
+    _reserved: 0,
+};
 
 /// CPython 3.10: PyFrameObject chain from `tstate->frame`, `f_lasti` an
 /// instruction index; no native thread id in PyThreadState.
@@ -75,8 +65,15 @@ const PY310: Layout = Layout {
     minor: 10,
     runtime_interpreters_head: 40,
     tstate_interp: 16,
-    // tstate_head 8; frame 24; PyFrameObject: f_back 24, f_code 32, f_lasti 96.
-    probe: probe(8, NO_OFFSET, 24, NO_OFFSET, 24, 32, 96, NO_OFFSET),
+    // PyFrameObject: f_back, f_code, f_lasti.
+    probe: PyProcess {
+        interp_threads_head: 8,
+        tstate_frame: 24,
+        frame_previous: 24,
+        frame_code: 32,
+        frame_instr: 96,
+        ..COMMON
+    },
     code_filename: 104,
     code_name: 112,
     code_firstlineno: 40,
@@ -93,9 +90,17 @@ const PY311: Layout = Layout {
     minor: 11,
     runtime_interpreters_head: 40,
     tstate_interp: 16,
-    // threads.head 16; native_thread_id 160; cframe 56 -> current_frame 8;
-    // frame: previous 48, f_code 32, prev_instr 56.
-    probe: probe(16, 160, 56, 8, 48, 32, 56, NO_OFFSET),
+    // tstate_frame is `cframe`; the frame fields are f_code, previous, prev_instr.
+    probe: PyProcess {
+        interp_threads_head: 16,
+        tstate_native_thread_id: 160,
+        tstate_frame: 56,
+        cframe_current_frame: 8,
+        frame_previous: 48,
+        frame_code: 32,
+        frame_instr: 56,
+        ..COMMON
+    },
     code_filename: 112,
     code_name: 128,
     code_firstlineno: 72,
@@ -113,9 +118,18 @@ const PY312: Layout = Layout {
     minor: 12,
     runtime_interpreters_head: 40,
     tstate_interp: 16,
-    // threads.head 72; native_thread_id 144; cframe 56 -> current_frame 0;
-    // frame: f_code 0, previous 8, prev_instr 56, owner 70.
-    probe: probe(72, 144, 56, 0, 8, 0, 56, 70),
+    // tstate_frame is `cframe`; the frame fields are f_code, previous, prev_instr.
+    probe: PyProcess {
+        interp_threads_head: 72,
+        tstate_native_thread_id: 144,
+        tstate_frame: 56,
+        cframe_current_frame: 0,
+        frame_previous: 8,
+        frame_code: 0,
+        frame_instr: 56,
+        frame_owner: 70,
+        ..COMMON
+    },
     code_filename: 112,
     code_name: 128,
     code_firstlineno: 68,
@@ -131,10 +145,19 @@ const PY313: Layout = Layout {
     minor: 13,
     runtime_interpreters_head: 632,
     tstate_interp: 16,
-    // threads.head from _Py_DebugOffsets (7344 on a default build);
-    // native_thread_id 160; current_frame 72; frame: f_executable 0,
-    // previous 8, instr_ptr 56, owner 70.
-    probe: probe(7344, 160, 72, NO_OFFSET, 8, 0, 56, 70),
+    // threads.head: _Py_DebugOffsets says (7344 on a default build);
+    // tstate_frame is `current_frame`; the frame fields are f_executable,
+    // previous, instr_ptr.
+    probe: PyProcess {
+        interp_threads_head: 7344,
+        tstate_native_thread_id: 160,
+        tstate_frame: 72,
+        frame_previous: 8,
+        frame_code: 0,
+        frame_instr: 56,
+        frame_owner: 70,
+        ..COMMON
+    },
     code_filename: 112,
     code_name: 128,
     code_firstlineno: 68,

@@ -12,7 +12,7 @@ mod memory;
 
 use std::{
     collections::HashMap,
-    path::PathBuf,
+    path::{Path, PathBuf},
     sync::{
         Arc, Mutex,
         atomic::{AtomicBool, Ordering},
@@ -50,9 +50,34 @@ pub struct PyFrame {
 
 struct PythonProcess {
     layout: Layout,
-    interpreters_head: u64,
+    /// Address of `_PyRuntime`.
+    runtime: u64,
+    /// What the probes were given.
+    probe: PyProcess,
+    /// Whether the layout was checked against the live interpreter (or the
+    /// check gave up).
+    checked: bool,
+    since: Instant,
     memory: Memory,
     codes: HashMap<u64, Option<CodeInfo>>,
+}
+
+impl PythonProcess {
+    /// Checks the layout once the interpreter is up, and gives the probes
+    /// the corrected offsets if a distribution moved a field.
+    fn check(&mut self, maps: &mut [BpfHashMap<MapData, u32, PyProcess>], pid: u32) {
+        match interpreter(&self.memory, self.runtime, self.layout) {
+            Some((layout, probe)) => {
+                if probe != self.probe {
+                    for map in maps.iter_mut() {
+                        let _ = map.insert(pid, probe, 0);
+                    }
+                }
+                (self.layout, self.probe, self.checked) = (layout, probe, true);
+            }
+            None => self.checked = self.since.elapsed() > GIVE_UP_AFTER,
+        }
+    }
 }
 
 enum Seen {
@@ -92,11 +117,19 @@ impl PythonProcesses {
 
     /// Looks at `pid` if it is new, exec'd since, or a Python still starting.
     pub fn examine(&mut self, pid: u32) {
-        match self.seen.get(&pid) {
+        match self.seen.get_mut(&pid) {
             Some(Seen::Ignored) => return,
             // Its memory reads nothing once it exec'd (or exited): a launched
             // command is looked at while still a copy of ingero, before its exec.
-            Some(Seen::Python(p)) if p.memory.u64(p.interpreters_head).is_some() => return,
+            Some(Seen::Python(p)) if p.memory.u64(p.probe.interpreters_head).is_some() => {
+                if !p.checked {
+                    p.check(&mut self.maps, pid);
+                }
+                return;
+            }
+            // Exited (gone, or a zombie with no memory left): kept until
+            // forget_exited, for its events still in the rings.
+            Some(Seen::Python(_)) if elf::file_mappings(pid).is_empty() => return,
             Some(Seen::Python(_)) => {
                 self.seen.remove(&pid);
                 for map in &mut self.maps {
@@ -126,11 +159,12 @@ impl PythonProcesses {
             Found::NotPython => Seen::Other { exe },
             Found::Unsupported => Seen::Ignored,
             Found::NotYet => Seen::Pending { since },
-            Found::Python(process) => {
+            Found::Python(mut process) => {
                 for map in &mut self.maps {
-                    let _ = map.insert(pid, process.1, 0);
+                    let _ = map.insert(pid, process.probe, 0);
                 }
-                Seen::Python(Box::new(process.0))
+                process.check(&mut self.maps, pid);
+                Seen::Python(process)
             }
         };
         self.seen.insert(pid, state);
@@ -138,12 +172,8 @@ impl PythonProcesses {
 
     /// Forgets processes that are gone (their pid may be reused).
     pub fn forget_exited(&mut self) {
-        let gone: Vec<u32> = self
-            .seen
-            .keys()
-            .copied()
-            .filter(|pid| !std::path::Path::new(&format!("/proc/{pid}")).exists())
-            .collect();
+        let gone: Vec<u32> =
+            self.seen.keys().copied().filter(|pid| !Path::new(&format!("/proc/{pid}")).exists()).collect();
         for pid in gone {
             if matches!(self.seen.remove(&pid), Some(Seen::Python(_))) {
                 for map in &mut self.maps {
@@ -155,6 +185,10 @@ impl PythonProcesses {
 
     fn find_interpreter(&mut self, pid: u32) -> Found {
         let mappings = elf::file_mappings(pid);
+        if mappings.is_empty() {
+            // Mid-exec, or exiting: nothing to tell yet.
+            return Found::NotYet;
+        }
         // A shared build's interpreter is in libpython, a static one's in the executable.
         let mut candidates: Vec<&elf::Mapping> =
             mappings.iter().filter(|m| m.offset == 0 && elf::minor_version(&m.path).is_some()).collect();
@@ -173,20 +207,23 @@ impl PythonProcesses {
             let Some(memory) = Memory::open(pid) else { return Found::Unsupported };
             let runtime = mapping.start.wrapping_sub(symbol.first_segment).wrapping_add(symbol.address);
             let layout = layout::debug_offsets(layout, &memory.read(runtime, 512).unwrap_or_default());
-            return match interpreter(&memory, runtime, layout) {
-                Some((layout, probe)) => Found::Python((
-                    PythonProcess {
-                        layout,
-                        interpreters_head: probe.interpreters_head,
-                        memory,
-                        codes: HashMap::new(),
-                    },
-                    probe,
-                )),
-                None => Found::NotYet,
-            };
+            let mut probe = layout.probe;
+            probe.interpreters_head = runtime + layout.runtime_interpreters_head;
+            // Registered at once, before the interpreter is up: a launched
+            // python's first CUDA call may come soon after its start.
+            return Found::Python(Box::new(PythonProcess {
+                layout,
+                runtime,
+                probe,
+                checked: false,
+                since: Instant::now(),
+                memory,
+                codes: HashMap::new(),
+            }));
         }
-        Found::NotPython
+        // A python executable without the interpreter in it: its libpython
+        // is not mapped yet (the dynamic loader is at work).
+        Found::NotYet
     }
 
     /// The Python frames of `pid` the probes captured, innermost first; frames
@@ -212,7 +249,7 @@ enum Found {
     NotPython,
     Unsupported,
     NotYet,
-    Python((PythonProcess, PyProcess)),
+    Python(Box<PythonProcess>),
 }
 
 /// Checks the layout against the live interpreter: the first thread state
@@ -263,7 +300,7 @@ impl Watcher {
                         processes.examine(pid);
                     }
                     ticks += 1;
-                    if ticks % 200 == 0 {
+                    if ticks.is_multiple_of(200) {
                         processes.forget_exited();
                     }
                 }
