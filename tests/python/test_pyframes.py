@@ -75,10 +75,10 @@ def test_stacks_show_the_python_file_function_and_executing_line_of_the_call(
         if op not in callers:
             continue
         function, (line,) = callers[op]
-        python = python_frames(frames)
+        stack = python_frames(frames)
         # Innermost first: the ctypes call in timed(), then the function that called timed().
-        assert python[:2] == [(workload, "timed", timed_line), (workload, function, line)], frames
-        assert python[-1][1] == "<module>"
+        assert stack[:2] == [(workload, "timed", timed_line), (workload, function, line)], frames
+        assert stack[-1][1] == "<module>"
         seen.add(op)
     assert seen == set(callers)
 
