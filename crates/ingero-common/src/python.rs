@@ -9,6 +9,8 @@
 pub const MAX_PY_FRAMES: usize = 32;
 /// Thread states searched for the calling thread.
 pub const MAX_PY_THREADS: usize = 16;
+/// The most of a frame's first bytes the walk reads (its fields lie there).
+pub const FRAME_BLOCK_WORDS: usize = 16;
 /// An offset the CPython version at hand does not have.
 pub const NO_OFFSET: u32 = u32::MAX;
 /// `_PyInterpreterFrame.owner` of the C-stack shim frames of CPython 3.12+,
@@ -39,7 +41,9 @@ pub struct PyProcess {
     pub frame_instr: u32,
     /// `_PyInterpreterFrame.owner` (3.12+), or NO_OFFSET.
     pub frame_owner: u32,
-    pub _reserved: u32,
+    /// Bytes read from the start of each frame: just past its last field
+    /// the walk uses (at most FRAME_BLOCK_WORDS words).
+    pub frame_block: u32,
 }
 
 /// One Python frame as captured: its code object and instruction.

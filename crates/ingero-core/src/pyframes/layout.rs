@@ -8,7 +8,7 @@
 //! pycore_interp.h) and have not run here. 3.13 also reads its own layout from
 //! `_Py_DebugOffsets` when the process carries them (see [`debug_offsets`]).
 
-use ingero_common::python::{NO_OFFSET, PyProcess};
+use ingero_common::python::{FRAME_BLOCK_WORDS, NO_OFFSET, PyProcess};
 
 /// How a code object maps instruction offsets to lines.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -56,7 +56,7 @@ const COMMON: PyProcess = PyProcess {
     frame_code: 0,
     frame_instr: 0,
     frame_owner: NO_OFFSET,
-    _reserved: 0,
+    frame_block: 0,
 };
 
 /// CPython 3.10: PyFrameObject chain from `tstate->frame`, `f_lasti` an
@@ -176,6 +176,16 @@ pub fn for_minor(minor: u32) -> Option<Layout> {
         13 => Some(PY313),
         _ => None,
     }
+}
+
+/// The probes' view with the frame read sized to the fields it needs; None
+/// if a field lies beyond what the probes read of a frame.
+pub fn with_frame_block(mut probe: PyProcess) -> Option<PyProcess> {
+    let fields = [probe.frame_previous, probe.frame_code, probe.frame_instr, probe.frame_owner];
+    // The probes take each field from the aligned word that holds it.
+    let end = fields.iter().filter(|&&f| f != NO_OFFSET).map(|&f| (f & !7) + 8).max()?;
+    probe.frame_block = end;
+    (end as usize <= FRAME_BLOCK_WORDS * 8).then_some(probe)
 }
 
 /// CPython 3.13's `_Py_DebugOffsets`, at the start of `_PyRuntime`: the

@@ -207,7 +207,7 @@ impl PythonProcesses {
             let Some(memory) = Memory::open(pid) else { return Found::Unsupported };
             let runtime = mapping.start.wrapping_sub(symbol.first_segment).wrapping_add(symbol.address);
             let layout = layout::debug_offsets(layout, &memory.read(runtime, 512).unwrap_or_default());
-            let mut probe = layout.probe;
+            let Some(mut probe) = layout::with_frame_block(layout.probe) else { return Found::Unsupported };
             probe.interpreters_head = runtime + layout.runtime_interpreters_head;
             // Registered at once, before the interpreter is up: a launched
             // python's first CUDA call may come soon after its start.
@@ -271,7 +271,7 @@ fn interpreter(memory: &Memory, runtime: u64, mut layout: Layout) -> Option<(Lay
             if threads_of(interp, threads_off).is_some() {
                 layout.runtime_interpreters_head = head_off;
                 layout.probe.interp_threads_head = threads_off as u32;
-                let mut probe = layout.probe;
+                let mut probe = layout::with_frame_block(layout.probe)?;
                 probe.interpreters_head = runtime + head_off;
                 return Some((layout, probe));
             }
