@@ -7,6 +7,7 @@ import ast
 import json
 import shutil
 import sys
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -127,3 +128,28 @@ def test_get_stacks_shows_the_python_frames_of_a_call(tmp_path: Path, simcuda_li
     assert f"allocate ({WORKLOAD}:{line})" in "\n".join(stack["python_frames"])
     # Python frames are not shown again as native frames of unknown symbol.
     assert not any(frame.startswith("?") for frame in stack["native_frames"])
+
+
+def test_each_thread_gets_its_own_python_frames(tmp_path: Path, simcuda_lib: Path, db_rows: Any) -> None:
+    # Worker threads: each call must be walked from its own thread's state,
+    # whose outermost frame is threading's bootstrap, not the main module.
+    db = tmp_path / "t.db"
+    command = [sys.executable, str(WORKLOAD), "--lib", str(simcuda_lib), "--json", str(tmp_path / "w.json")]
+    run = run_cli(
+        "trace", "--record-all", "--db", str(db), "--cuda-lib", str(simcuda_lib), "--",
+        *command, "--mallocs=3", "--threads=3", "--hold=0.2",
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr
+    summary = json.loads((tmp_path / "w.json").read_text())
+    rows = db_rows(
+        db,
+        "SELECT e.tid, s.frames FROM events e JOIN stack_traces s ON s.hash = e.stack_hash "
+        "JOIN ops o ON o.source_id = e.source AND o.op_id = e.op WHERE o.name = 'cudaMalloc'",
+    )
+    (line,) = call_lines("allocate", 'ctx.rt["cudaMalloc"]')
+    workers = {t["tid"] for t in summary["threads"]}
+    assert {tid for tid, _ in rows} == workers
+    for _, frames in rows:
+        stack = python_frames(frames)
+        assert stack[1] == (str(WORKLOAD), "allocate", line), frames
+        assert stack[-1][:2] == (threading.__file__, "Thread._bootstrap"), frames
