@@ -183,7 +183,7 @@ impl Tracer {
             let targets = HashMap::try_from(aya::maps::Map::HashMap(MapData::from_id(
                 family.targets.map().info()?.id(),
             )?))?;
-            self.python_watcher = Some(Watcher::spawn(std::sync::Arc::clone(&python.processes), targets)?);
+            self.python_watcher = Some(Watcher::spawn(Arc::clone(&python.processes), targets)?);
         }
         let drainer = Drainer::spawn(rings, stacks, python, writer, clock::monotonic_to_wall_offset())?;
         self.drain_stats = drainer.stats();

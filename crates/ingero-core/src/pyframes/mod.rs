@@ -22,7 +22,7 @@ use std::{
 };
 
 use aya::maps::{HashMap as BpfHashMap, MapData};
-use ingero_common::python::{PyFrameRef, PyProcess};
+use ingero_common::python::{NO_OFFSET, PyFrameRef, PyProcess};
 
 use self::{
     layout::Layout,
@@ -66,7 +66,7 @@ impl PythonProcess {
     /// Checks the layout once the interpreter is up, and gives the probes
     /// the corrected offsets if a distribution moved a field.
     fn check(&mut self, maps: &mut [BpfHashMap<MapData, u32, PyProcess>], pid: u32) {
-        match interpreter(&self.memory, self.runtime, self.layout) {
+        match interpreter(&self.memory, self.runtime, self.layout, pid) {
             Some((layout, probe)) => {
                 if probe != self.probe {
                     for map in maps.iter_mut() {
@@ -256,7 +256,7 @@ enum Found {
 /// must point back at the interpreter. Where the interpreter list or thread
 /// list offset differs from the table (a distribution's patch), nearby
 /// offsets are tried. None while the interpreter is not initialised.
-fn interpreter(memory: &Memory, runtime: u64, mut layout: Layout) -> Option<(Layout, PyProcess)> {
+fn interpreter(memory: &Memory, runtime: u64, mut layout: Layout, pid: u32) -> Option<(Layout, PyProcess)> {
     let head_at = |off: u64| memory.u64(runtime + off).filter(|&p| p != 0);
     let threads_of = |interp: u64, off: u64| {
         memory.u64(interp + off).filter(|&t| t != 0 && memory.u64(t + layout.tstate_interp) == Some(interp))
@@ -268,9 +268,12 @@ fn interpreter(memory: &Memory, runtime: u64, mut layout: Layout) -> Option<(Lay
         let preferred = u64::from(layout.probe.interp_threads_head);
         let lists = std::iter::once(preferred).chain((8..=256).step_by(8).filter(move |&o| o != preferred));
         for threads_off in lists {
-            if threads_of(interp, threads_off).is_some() {
+            if let Some(first) = threads_of(interp, threads_off) {
                 layout.runtime_interpreters_head = head_off;
                 layout.probe.interp_threads_head = threads_off as u32;
+                if !check_native_thread_id(memory, first, &mut layout.probe, pid) {
+                    return None;
+                }
                 let mut probe = layout::with_frame_block(layout.probe)?;
                 probe.interpreters_head = runtime + head_off;
                 return Some((layout, probe));
@@ -278,6 +281,33 @@ fn interpreter(memory: &Memory, runtime: u64, mut layout: Layout) -> Option<(Lay
         }
     }
     None
+}
+
+/// The main thread's state (the oldest, so the last of the list) holds the
+/// pid as its native thread id; where the table's offset holds another
+/// nonzero value, the offset inside the struct that holds the pid is taken (a
+/// distribution moved the field). False while the thread is not bound yet.
+fn check_native_thread_id(memory: &Memory, first: u64, probe: &mut PyProcess, pid: u32) -> bool {
+    if probe.tstate_native_thread_id == NO_OFFSET {
+        return true;
+    }
+    let mut main = first;
+    for _ in 0..1024 {
+        match memory.u64(main + u64::from(probe.tstate_next)) {
+            Some(next) if next != 0 => main = next,
+            _ => break,
+        }
+    }
+    let at = |offset: u64| memory.u64(main + offset).unwrap_or(0);
+    match at(u64::from(probe.tstate_native_thread_id)) {
+        0 => return false,
+        tid if tid == u64::from(pid) => return true,
+        _ => {}
+    }
+    if let Some(offset) = (24..=256).step_by(8).find(|&o| at(o) == u64::from(pid)) {
+        probe.tstate_native_thread_id = offset as u32;
+    }
+    true
 }
 
 /// A thread that registers targets that are (or become) Python processes.
