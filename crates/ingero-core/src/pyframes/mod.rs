@@ -257,18 +257,30 @@ enum Found {
 /// list offset differs from the table (a distribution's patch), nearby
 /// offsets are tried. None while the interpreter is not initialised.
 fn interpreter(memory: &Memory, runtime: u64, mut layout: Layout, pid: u32) -> Option<(Layout, PyProcess)> {
-    let head_at = |off: u64| memory.u64(runtime + off).filter(|&p| p != 0);
-    let threads_of = |interp: u64, off: u64| {
-        memory.u64(interp + off).filter(|&t| t != 0 && memory.u64(t + layout.tstate_interp) == Some(interp))
-    };
+    let word = |addr: u64| memory.u64(addr).unwrap_or(0);
+    let points_back = |tstate: u64, interp: u64| tstate != 0 && word(tstate + layout.tstate_interp) == interp;
+    // The table's offsets first; a null there means the interpreter is still
+    // starting (checked again later), and only a pointer that is not what the
+    // table says sends the search to nearby offsets.
     let preferred = layout.runtime_interpreters_head;
+    if word(runtime + preferred) == 0 {
+        return None;
+    }
     let heads = std::iter::once(preferred).chain((16..=64).step_by(8).filter(move |&o| o != preferred));
     for head_off in heads {
-        let Some(interp) = head_at(head_off) else { continue };
+        let interp = word(runtime + head_off);
+        if interp == 0 {
+            continue;
+        }
         let preferred = u64::from(layout.probe.interp_threads_head);
+        let first = word(interp + preferred);
+        if head_off == layout.runtime_interpreters_head && first == 0 {
+            return None;
+        }
         let lists = std::iter::once(preferred).chain((8..=256).step_by(8).filter(move |&o| o != preferred));
         for threads_off in lists {
-            if let Some(first) = threads_of(interp, threads_off) {
+            let first = word(interp + threads_off);
+            if points_back(first, interp) {
                 layout.runtime_interpreters_head = head_off;
                 layout.probe.interp_threads_head = threads_off as u32;
                 if !check_native_thread_id(memory, first, &mut layout.probe, pid) {
