@@ -42,7 +42,8 @@ pub struct JsonLines {
 
 impl JsonLines {
     pub fn stdout() -> Result<Self> {
-        let fd: OwnedFd = std::io::stdout().as_fd().try_clone_to_owned().context("cannot duplicate stdout")?;
+        let fd: OwnedFd =
+            std::io::stdout().as_fd().try_clone_to_owned().context("cannot duplicate stdout")?;
         Ok(Self { out: BufWriter::with_capacity(1 << 16, File::from(fd)) })
     }
 

@@ -91,8 +91,12 @@ impl LiveStats {
     }
 
     pub fn ops(&self) -> Vec<OpLive> {
-        let windows: Vec<((u8, u8), u64, Vec<u64>)> =
-            self.state().ops.iter().map(|(&key, w)| (key, w.count, w.recent.iter().copied().collect())).collect();
+        let windows: Vec<((u8, u8), u64, Vec<u64>)> = self
+            .state()
+            .ops
+            .iter()
+            .map(|(&key, w)| (key, w.count, w.recent.iter().copied().collect()))
+            .collect();
         windows
             .into_iter()
             .map(|((source, op), count, mut recent)| {

@@ -53,7 +53,8 @@ impl Sampler {
         let meminfo = fs::read_to_string("/proc/meminfo").ok()?;
         let mem_total = meminfo_kb(&meminfo, "MemTotal")?;
         let mem_avail = meminfo_kb(&meminfo, "MemAvailable").unwrap_or(0);
-        let swap_used = meminfo_kb(&meminfo, "SwapTotal").unwrap_or(0) - meminfo_kb(&meminfo, "SwapFree").unwrap_or(0);
+        let swap_used =
+            meminfo_kb(&meminfo, "SwapTotal").unwrap_or(0) - meminfo_kb(&meminfo, "SwapFree").unwrap_or(0);
         let load_avg = fs::read_to_string("/proc/loadavg")
             .ok()
             .and_then(|l| l.split_whitespace().next()?.parse().ok())
@@ -61,7 +62,11 @@ impl Sampler {
         Some(SnapshotRow {
             timestamp_ns,
             cpu_pct: if total == 0 { 0.0 } else { 100.0 * busy as f64 / total as f64 },
-            mem_pct: if mem_total == 0 { 0.0 } else { 100.0 * (mem_total - mem_avail) as f64 / mem_total as f64 },
+            mem_pct: if mem_total == 0 {
+                0.0
+            } else {
+                100.0 * (mem_total - mem_avail) as f64 / mem_total as f64
+            },
             mem_avail_mb: mem_avail / 1024,
             swap_mb: swap_used.max(0) / 1024,
             load_avg,

@@ -13,8 +13,8 @@ use aya_ebpf::{
 };
 use ingero_common::event::{COMM_LEN, CallEvent, EventHeader};
 
-pub use crate::{TARGET_PIDS, now_ns};
 use crate::{EVENTS, WAKEUP_BYTES, bump};
+pub use crate::{TARGET_PIDS, now_ns};
 
 /// Reads a global the loader patched (a field offset, a size); volatile so the
 /// compiler cannot fold the default away.

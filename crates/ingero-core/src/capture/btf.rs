@@ -25,11 +25,11 @@ fn name_at(strings: &[u8], offset: u32) -> &[u8] {
 /// Documentation/bpf/btf.rst).
 fn trailing_bytes(kind: u32, vlen: usize) -> Result<usize> {
     Ok(match kind {
-        2 | 7..=12 | 16 | 18 => 0,     // ptr, fwd, typedef, volatile, const, restrict, func, float, type_tag
-        1 | 14 | 17 => 4,              // int, var, decl_tag
-        3 => 12,                       // array
-        4 | 5 | 15 | 19 => 12 * vlen,  // struct, union, datasec, enum64
-        6 | 13 => 8 * vlen,            // enum, func_proto
+        2 | 7..=12 | 16 | 18 => 0, // ptr, fwd, typedef, volatile, const, restrict, func, float, type_tag
+        1 | 14 | 17 => 4,          // int, var, decl_tag
+        3 => 12,                   // array
+        4 | 5 | 15 | 19 => 12 * vlen, // struct, union, datasec, enum64
+        6 | 13 => 8 * vlen,        // enum, func_proto
         _ => bail!("unknown BTF kind {kind}"),
     })
 }
@@ -70,7 +70,8 @@ pub fn member_offsets(btf: &[u8], name: &str, members: &[&str]) -> Result<Vec<Op
 
 /// `member_offsets` of the running kernel.
 pub fn kernel_member_offsets(name: &str, members: &[&str]) -> Result<Vec<Option<u32>>> {
-    let btf = std::fs::read("/sys/kernel/btf/vmlinux").context("this kernel exposes no BTF (/sys/kernel/btf/vmlinux)")?;
+    let btf = std::fs::read("/sys/kernel/btf/vmlinux")
+        .context("this kernel exposes no BTF (/sys/kernel/btf/vmlinux)")?;
     member_offsets(&btf, name, members)
 }
 

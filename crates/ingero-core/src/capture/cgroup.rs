@@ -19,7 +19,10 @@ pub struct CgroupRow {
 /// CRI-O name their scopes (`docker-<id>.scope`, `cri-containerd-<id>.scope`,
 /// `crio-<id>.scope`, or a bare `/docker/<id>`).
 pub fn container_id(path: &str) -> Option<String> {
-    path.split(['/', '-', '.', ':']).rev().find(|part| part.len() == 64 && part.bytes().all(|b| b.is_ascii_hexdigit())).map(str::to_owned)
+    path.split(['/', '-', '.', ':'])
+        .rev()
+        .find(|part| part.len() == 64 && part.bytes().all(|b| b.is_ascii_hexdigit()))
+        .map(str::to_owned)
 }
 
 /// Whether the path is a Kubernetes pod's (kubelet's `kubepods` hierarchy).
@@ -85,7 +88,9 @@ mod tests {
         let id = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
         for path in [
             format!("/system.slice/docker-{id}.scope"),
-            format!("/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod1234.slice/cri-containerd-{id}.scope"),
+            format!(
+                "/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod1234.slice/cri-containerd-{id}.scope"
+            ),
             format!("/kubepods/besteffort/pod1234/{id}"),
             format!("/machine.slice/crio-{id}.scope"),
         ] {

@@ -42,7 +42,12 @@ struct FieldOffset {
     field: &'static str,
 }
 
-const fn at(global: &'static str, category: &'static str, event: &'static str, field: &'static str) -> FieldOffset {
+const fn at(
+    global: &'static str,
+    category: &'static str,
+    event: &'static str,
+    field: &'static str,
+) -> FieldOffset {
     FieldOffset { global, category, event, field }
 }
 
@@ -98,12 +103,14 @@ const NET_PROGRAMS: &[Program] = &[
     tp("sys_exit_sendto", "syscalls", "sys_exit_sendto"),
     tp("sys_enter_recvfrom", "syscalls", "sys_enter_recvfrom"),
     tp("sys_exit_recvfrom", "syscalls", "sys_exit_recvfrom"),
+    tp("enrol_forked_child", "sched", "sched_process_fork"),
 ];
 
 const NET_FIELDS: &[FieldOffset] = &[
     at("SENDTO_FD", "syscalls", "sys_enter_sendto", "fd"),
     at("RECVFROM_FD", "syscalls", "sys_enter_recvfrom", "fd"),
     at("SYSCALL_RET", "syscalls", "sys_exit_sendto", "ret"),
+    at("FORK_CHILD_PID_OFFSET", "sched", "sched_process_fork", "child_pid"),
 ];
 
 /// The critical ring's size: exec/exit/fork/OOM records (88 bytes) are rare,
@@ -177,9 +184,9 @@ impl Layer {
 /// Offset of `field` in the records of tracepoint `category/event`, from its
 /// format file; None if the tracepoint or the field does not exist here.
 pub fn tracepoint_field_offset(category: &str, event: &str, field: &str) -> Option<u32> {
-    let format = ["/sys/kernel/tracing", "/sys/kernel/debug/tracing"].iter().find_map(|root| {
-        std::fs::read_to_string(format!("{root}/events/{category}/{event}/format")).ok()
-    })?;
+    let format = ["/sys/kernel/tracing", "/sys/kernel/debug/tracing"]
+        .iter()
+        .find_map(|root| std::fs::read_to_string(format!("{root}/events/{category}/{event}/format")).ok())?;
     format.lines().find_map(|line| {
         let mut parts = line.split(';').map(str::trim);
         let declaration = parts.next()?.strip_prefix("field:")?;
@@ -268,16 +275,16 @@ pub fn load(layer: Layer, ringbuf_bytes: u32) -> Result<(LayerProbes, LayerMaps)
             .override_global("TASK_EXIT_CODE", &task_offsets[2], true)
             .map_max_entries("CRITICAL", CRITICAL_RINGBUF_BYTES);
     }
-    let mut ebpf = loader.load(object).map_err(|err| anyhow!("cannot load the {} eBPF programs: {err}", layer.name()))?;
+    let mut ebpf = loader
+        .load(object)
+        .map_err(|err| anyhow!("cannot load the {} eBPF programs: {err}", layer.name()))?;
     let mut attached = 0;
     for program in layer.programs() {
         match attach(&mut ebpf, program) {
             Ok(()) => attached += 1,
-            Err(err) => warnings.push(format!(
-                "{} layer: {} is not traced: {err:#}",
-                layer.name(),
-                program.event
-            )),
+            Err(err) => {
+                warnings.push(format!("{} layer: {} is not traced: {err:#}", layer.name(), program.event))
+            }
         }
     }
     if attached == 0 {

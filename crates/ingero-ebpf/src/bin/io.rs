@@ -13,7 +13,9 @@ use ingero_common::{
     codes::{io_op, source},
     event::COMM_LEN,
 };
-use ingero_ebpf::kernel::{KernelEvent, current, current_cgroup, current_comm, field, global, now_ns, submit};
+use ingero_ebpf::kernel::{
+    KernelEvent, current, current_cgroup, current_comm, field, global, now_ns, submit,
+};
 
 #[repr(C)]
 #[derive(Clone, Copy)]
@@ -58,19 +60,25 @@ static COMPLETE_SECTOR: u32 = 0;
 static COMPLETE_ERROR: u32 = 0;
 
 /// The op of a request from its `rwbs` flags ("R", "WS", "FWS", "D", ...);
-/// None for requests that move no data (a bare flush).
+/// None for requests that move no data (a bare flush). Scans every byte with
+/// no early exit: simple enough for the verifier to follow.
+#[inline(always)]
 fn classify(rwbs: &[u8; 8]) -> Option<u8> {
-    let mut op = None;
+    let (mut discard, mut write, mut read) = (false, false, false);
     for &c in rwbs {
-        match c {
-            0 => break,
-            b'D' => return Some(io_op::DISCARD),
-            b'W' => op = Some(io_op::WRITE),
-            b'R' if op.is_none() => op = Some(io_op::READ),
-            _ => {}
-        }
+        discard |= c == b'D';
+        write |= c == b'W';
+        read |= c == b'R';
     }
-    op
+    if discard {
+        Some(io_op::DISCARD)
+    } else if write {
+        Some(io_op::WRITE)
+    } else if read {
+        Some(io_op::READ)
+    } else {
+        None
+    }
 }
 
 #[tracepoint]

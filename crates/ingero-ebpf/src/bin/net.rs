@@ -89,6 +89,9 @@ pub fn sys_exit_recvfrom(ctx: TracePointContext) -> u32 {
     0
 }
 
+// Children of traced processes make socket calls too (a data loader's workers).
+ingero_ebpf::follow_forks!();
+
 #[unsafe(link_section = "license")]
 #[unsafe(no_mangle)]
 static LICENSE: [u8; 13] = *b"Dual MIT/GPL\0";
