@@ -3,7 +3,15 @@
 
 use std::{collections::HashSet, os::unix::fs::MetadataExt as _};
 
-const CGROUP_ROOT: &str = "/sys/fs/cgroup";
+/// Where the cgroup v2 hierarchy (the one whose ids BPF reports) is mounted:
+/// /sys/fs/cgroup on v2-only systems, /sys/fs/cgroup/unified on hybrid ones.
+fn cgroup2_root() -> Option<String> {
+    let mounts = std::fs::read_to_string("/proc/self/mounts").ok()?;
+    mounts.lines().find_map(|line| {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        (fields.get(2) == Some(&"cgroup2")).then(|| fields[1].to_owned())
+    })
+}
 
 /// One row of `cgroup_metadata`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -46,10 +54,38 @@ fn cgroup_path(pid: u32) -> Option<String> {
     text.lines().find_map(|l| l.strip_prefix("0::")).map(str::to_owned)
 }
 
+/// The path (relative to `root`) of the cgroup directory whose inode is `id`,
+/// searched breadth-first over at most `budget` directories.
+fn find_by_inode(root: &str, id: u64, mut budget: usize) -> Option<String> {
+    let mut queue = std::collections::VecDeque::from([std::path::PathBuf::from(root)]);
+    while let Some(dir) = queue.pop_front() {
+        if std::fs::metadata(&dir).is_ok_and(|m| m.ino() == id) {
+            let relative = dir.strip_prefix(root).ok()?.to_string_lossy().into_owned();
+            return Some(format!("/{relative}"));
+        }
+        let Ok(entries) = std::fs::read_dir(&dir) else { continue };
+        for entry in entries.flatten() {
+            if budget == 0 {
+                return None;
+            }
+            budget -= 1;
+            if entry.file_type().is_ok_and(|t| t.is_dir()) {
+                queue.push_back(entry.path());
+            }
+        }
+    }
+    None
+}
+
+/// Directories a lookup by inode may visit: enough for a busy Kubernetes node.
+const SEARCH_BUDGET: usize = 20_000;
+
 /// Resolves each cgroup id once, from the first process seen in it.
 #[derive(Debug, Default)]
 pub struct CgroupResolver {
     seen: HashSet<u64>,
+    /// The cgroup v2 mount, looked up at first use.
+    root: Option<Option<String>>,
 }
 
 impl CgroupResolver {
@@ -58,14 +94,14 @@ impl CgroupResolver {
         if cgroup_id == 0 || self.seen.contains(&cgroup_id) {
             return None;
         }
-        let path = cgroup_path(pid)?;
-        // A cgroup v2 id is its directory's inode: proves the process had not
-        // moved to another cgroup since the event.
-        let inode = std::fs::metadata(format!("{CGROUP_ROOT}{path}")).ok()?.ino();
-        if inode != cgroup_id {
-            return None;
-        }
+        let root = self.root.get_or_insert_with(cgroup2_root).as_deref()?;
+        // A cgroup v2 id is its directory's inode: it proves the process has
+        // not moved since the event. A process already gone (a short-lived
+        // child, an OOM victim) leaves the tree itself to search, once.
+        let by_pid = cgroup_path(pid)
+            .filter(|path| std::fs::metadata(format!("{root}{path}")).is_ok_and(|m| m.ino() == cgroup_id));
         self.seen.insert(cgroup_id);
+        let path = by_pid.or_else(|| find_by_inode(root, cgroup_id, SEARCH_BUDGET))?;
         let pod = is_pod(&path);
         Some(CgroupRow {
             cgroup_id,
@@ -102,12 +138,14 @@ mod tests {
     #[test]
     fn own_cgroup_resolves_once() {
         let pid = std::process::id();
-        let Some(path) = cgroup_path(pid) else { return }; // no cgroup v2 here
-        let Ok(meta) = std::fs::metadata(format!("{CGROUP_ROOT}{path}")) else { return };
+        let (Some(path), Some(root)) = (cgroup_path(pid), cgroup2_root()) else { return }; // no cgroup v2 here
+        let meta = std::fs::metadata(format!("{root}{path}")).unwrap();
         let mut resolver = CgroupResolver::default();
         let row = resolver.resolve(meta.ino(), pid).expect("own cgroup");
         assert_eq!(row.cgroup_path, path);
         assert_eq!(resolver.resolve(meta.ino(), pid), None, "resolved twice");
-        assert_eq!(CgroupResolver::default().resolve(meta.ino() + 1, pid), None, "wrong id accepted");
+        // Found from the id alone when the process is gone (pid 0 has no /proc entry).
+        let gone = CgroupResolver::default().resolve(meta.ino(), 0).expect("found by inode");
+        assert_eq!(gone.cgroup_path, path);
     }
 }
