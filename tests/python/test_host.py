@@ -17,7 +17,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from rich.console import Console
 
+from ingero import _core
+from ingero.cli import live
 from ingero.codes import op_named, source_named
 from tests.conftest import ROOT, Run, load_json, run_cli
 
@@ -273,3 +276,63 @@ def test_layers_can_be_turned_off(tmp_path: Path, db_rows: Any) -> None:
     db, out = tmp_path / "t.db", tmp_path / "net.json"
     trace(db, *hostload("sockets", str(out)), flags=("--no-host", "--no-io", "--no-tcp", "--no-net"))
     assert db_rows(db, "SELECT COUNT(*) FROM events") == [(0,)]
+
+
+def test_live_view_counts_agree_with_the_stored_rows(tmp_path: Path, db_rows: Any) -> None:
+    db, out = tmp_path / "t.db", tmp_path / "spin.json"
+    tracer = _core.Tracer()
+    tracer.start(db, "n1")
+    pid = tracer.launch(hostload("sockets", str(out)))
+    assert _core.wait_child(pid, 60_000) == 0
+    time.sleep(1.2)  # a system snapshot is taken every second
+    final = tracer.stop()
+    view = tracer.live()
+    assert view["system"] is not None
+    assert view["critical_dropped"] == final["critical_dropped"] == 0
+    stored_by_source = dict(db_rows(db, "SELECT source, COUNT(*) FROM events GROUP BY source"))
+    layers = {name: (received, stored, dropped) for name, received, stored, dropped in view["layers"]}
+    for name, source in (("host", "HOST"), ("io", "IO"), ("net", "NET")):
+        received, stored, _ = layers[name]
+        assert received == stored == stored_by_source.get(source_named(source).id, 0), name
+    stored_by_op = dict(
+        ((s, o), n) for s, o, n in db_rows(db, "SELECT source, op, COUNT(*) FROM events GROUP BY source, op")
+    )
+    assert {(s, o): count for s, o, count, *_ in view["ops"]} == stored_by_op
+    for _, _, _, p50, p95, p99, top, _ in view["ops"]:
+        assert p50 <= p95 <= p99 <= top
+    console = Console(width=120, record=True)
+    console.print(live.render(view))
+    text = console.export_text()
+    assert "Host Context" in text
+    assert "Network Socket" in text
+    assert "net_send" in text
+    assert f"host {layers['host'][0]}/{layers['host'][1]}/{layers['host'][2]}" in text
+
+
+def test_tracing_every_cuda_process_enrols_them_in_the_host_layers(tmp_path: Path, db_rows: Any) -> None:
+    db, out = tmp_path / "t.db", tmp_path / "w.json"
+    lib = ROOT / "tests" / "simcuda" / "build" / "libcudart.so.12"
+    trace = subprocess.Popen(
+        [sys.executable, "-m", "ingero", "trace", "-d", "5s", "--db", str(db), "--cuda-lib", str(lib)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert trace.stderr is not None
+        assert "attached" in trace.stderr.readline()
+        workload = [sys.executable, str(ROOT / "tests" / "simcuda" / "workload.py"), "--lib", str(lib)]
+        subprocess.run([*workload, "--json", str(out), "--mallocs=1", "--hold=0.5"], check=True)
+        bystander = subprocess.run(
+            ["sh", "-c", "sleep 0.3; echo $$"], capture_output=True, text=True, check=True
+        )
+        _, err = trace.communicate(timeout=60)
+    finally:
+        if trace.poll() is None:
+            trace.kill()
+    assert trace.returncode == 0, err
+    cuda_pid, other_pid = load_json(out)["pid"], int(bystander.stdout)
+    # Enrolled once the drainer saw its first CUDA call: its exit is recorded ...
+    assert [r[3] for r in host_rows(db_rows, db, "process_exit") if r[0] == cuda_pid] == [0]
+    # ... and a process that never called CUDA is not.
+    assert all(r[0] != other_pid for r in host_rows(db_rows, db, "process_exit"))

@@ -17,7 +17,7 @@ use aya::maps::{MapData, RingBuf, StackTraceMap};
 use ingero_common::event::CallEvent;
 
 use crate::{
-    capture::{cgroup::CgroupResolver, host_readers::HostRow},
+    capture::{cgroup::CgroupResolver, host::TargetEnroller, host_readers::HostRow},
     jsonl::JsonLines,
     live::LiveStats,
     store::{Batch, EventRow, Writer},
@@ -52,6 +52,8 @@ pub struct DrainExtras {
     pub host_rows: Option<Receiver<HostRow>>,
     pub live: Arc<LiveStats>,
     pub json: Option<JsonLines>,
+    /// Set when tracing every CUDA process: enrols them in the host layers.
+    pub enroller: Option<TargetEnroller>,
 }
 
 /// Parses one ring-buffer record.
@@ -117,6 +119,9 @@ fn take_extras(
     let new = &batch.events[first_new.min(batch.events.len())..];
     for row in new {
         batch.cgroups.extend(cgroups.resolve(row.cgroup_id, row.pid));
+        if let Some(enroller) = extras.enroller.as_mut() {
+            enroller.saw(row.source, row.pid);
+        }
     }
     extras.live.record(new);
     if let Some(json) = extras.json.as_mut() {

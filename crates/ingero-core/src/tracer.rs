@@ -12,7 +12,7 @@ use ingero_common::{codes::source, event::counter};
 
 use crate::{
     capture::{
-        host::{self, Layer, LayerMaps, LayerProbes},
+        host::{self, Layer, LayerMaps, LayerProbes, TargetEnroller},
         host_readers::{HostReaders, Totals},
         programs::{Attachment, Library, ProbeFamily},
     },
@@ -94,6 +94,8 @@ pub struct Tracer {
     live: Arc<LiveStats>,
     /// Write every event as a JSON line on stdout (`--json`).
     json: bool,
+    /// Every CUDA process is traced (no targets given).
+    trace_all: bool,
     /// The database and session of a started trace.
     db: Option<(PathBuf, SessionInfo)>,
 }
@@ -141,6 +143,7 @@ impl Tracer {
             host_readers: None,
             live: Arc::default(),
             json: false,
+            trace_all,
             db: None,
         })
     }
@@ -263,6 +266,7 @@ impl Tracer {
             host_rows: Some(host_rx),
             live: Arc::clone(&self.live),
             json: if self.json { Some(JsonLines::stdout()?) } else { None },
+            enroller: if self.trace_all { Some(TargetEnroller::new(&self.layer_maps)?) } else { None },
         };
         self.db = Some((db.to_owned(), session.clone()));
         let drainer = Drainer::spawn(rings, stacks, writer, wall_offset, extras)?;

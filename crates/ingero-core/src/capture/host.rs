@@ -3,10 +3,12 @@
 //! only; each layer is its own object with its own ring buffer, so a flood in
 //! one never costs another its events, and drops are counted per layer.
 
+use std::os::fd::AsFd as _;
+
 use anyhow::{Context as _, Result, anyhow, bail};
 use aya::{
     Ebpf, EbpfLoader,
-    maps::{HashMap, MapData, PerCpuArray, PerCpuHashMap, RingBuf},
+    maps::{HashMap, IterableMap as _, MapData, PerCpuArray, PerCpuHashMap, RingBuf},
     programs::{RawTracePoint, TracePoint},
 };
 use ingero_common::codes::source;
@@ -301,6 +303,37 @@ pub fn load(layer: Layer, ringbuf_bytes: u32) -> Result<(LayerProbes, LayerMaps)
         alloc_totals: if host { Some(take(&mut ebpf, "ALLOC_TOTALS")?) } else { None },
     };
     Ok((LayerProbes { layer, _ebpf: ebpf, warnings }, maps))
+}
+
+/// Enrols, in the kernel-event layers, every process seen making CUDA calls
+/// when the trace follows every CUDA process (no `--pid`, no command): their
+/// scheduling, lifecycle and sockets are then recorded like a target's.
+pub struct TargetEnroller {
+    maps: Vec<HashMap<MapData, u32, u8>>,
+    seen: std::collections::HashSet<u32>,
+}
+
+impl TargetEnroller {
+    /// Second handles on the layers' target maps, for the drainer thread.
+    pub fn new(layers: &[LayerMaps]) -> Result<Self> {
+        let mut maps = Vec::new();
+        for layer in layers.iter().filter(|l| matches!(l.layer, Layer::Host | Layer::Net)) {
+            let fd = layer.targets.map().fd().as_fd().try_clone_to_owned()?;
+            maps.push(HashMap::try_from(aya::maps::Map::HashMap(MapData::from_fd(fd)?))?);
+        }
+        Ok(Self { maps, seen: std::collections::HashSet::new() })
+    }
+
+    /// Enrols the process of an event from a CUDA library, once.
+    pub fn saw(&mut self, source_id: u8, pid: u32) {
+        let from_cuda =
+            matches!(source_id, source::CUDA | source::DRIVER | source::CUDA_GRAPH | source::NCCL);
+        if from_cuda && self.seen.insert(pid) {
+            for map in &mut self.maps {
+                let _ = map.insert(pid, 1, 0);
+            }
+        }
+    }
 }
 
 fn attach(ebpf: &mut Ebpf, program: &Program) -> Result<()> {
