@@ -86,9 +86,9 @@ def test_a_traced_process_sharing_its_core_with_a_hog_is_switched_out_by_it(
     assert len(switches) >= 10, switches
     assert all(r[2] > 0 for r in switches), "off-CPU durations"
     preemptors = Counter(r[4] for r in switches)
-    # The hog is the only other runnable task on that core: it holds the CPU
-    # while the spinner is off it, nearly every time.
-    assert preemptors.most_common(1)[0][0] == hog, preemptors
+    # The hog competes for that core the whole time (other tasks may too, on a
+    # busy machine): it is named as the one holding the CPU, for long stretches.
+    assert preemptors[hog] >= 5, preemptors
     assert sum(r[2] for r in switches if r[4] == hog) > 100_000_000, "the hog held the core for >0.1 s"
 
 
@@ -117,7 +117,8 @@ def test_every_fork_exec_and_exit_of_a_burst_is_stored_while_the_host_ring_overf
 
 def test_page_allocations_of_a_traced_process_add_up_to_what_it_touched(tmp_path: Path, db_rows: Any) -> None:
     db, out = tmp_path / "t.db", tmp_path / "alloc.json"
-    run = trace(db, *hostload("alloc", "64", str(out)))
+    # Page allocations are only counted in the aggregates unless every event is stored.
+    run = trace(db, *hostload("alloc", "64", str(out)), flags=("--record-all",))
     made = load_json(out)
     allocated = sum(r[3] for r in host_rows(db_rows, db, "mm_page_alloc") if r[0] == made["pid"])
     assert "dropped 0" in run.stdout, run.stdout
@@ -228,7 +229,7 @@ def test_socket_sends_and_receives_carry_their_fds_and_byte_counts(tmp_path: Pat
 
 def test_json_lines_match_the_stored_rows(tmp_path: Path, db_rows: Any) -> None:
     db, out = tmp_path / "t.db", tmp_path / "net.json"
-    run = trace(db, *hostload("sockets", str(out)), flags=("--json",))
+    run = trace(db, *hostload("sockets", str(out)), flags=("--json", "--record-all"))
     lines = [json.loads(line) for line in run.stdout.splitlines()]
     assert lines, run.stderr
     assert "events: received" in run.stderr, "the report goes to stderr beside JSON"
@@ -281,7 +282,7 @@ def test_layers_can_be_turned_off(tmp_path: Path, db_rows: Any) -> None:
 def test_live_view_counts_agree_with_the_stored_rows(tmp_path: Path, db_rows: Any) -> None:
     db, out = tmp_path / "t.db", tmp_path / "spin.json"
     tracer = _core.Tracer()
-    tracer.start(db, "n1")
+    tracer.start(db, "n1", record_all=True)
     pid = tracer.launch(hostload("sockets", str(out)))
     assert _core.wait_child(pid, 60_000) == 0
     time.sleep(1.2)  # a system snapshot is taken every second
@@ -306,7 +307,8 @@ def test_live_view_counts_agree_with_the_stored_rows(tmp_path: Path, db_rows: An
     assert "Host Context" in text
     assert "Network Socket" in text
     assert "net_send" in text
-    assert f"host {layers['host'][0]}/{layers['host'][1]}/{layers['host'][2]}" in text
+    host_line = next(line.split() for line in text.splitlines() if line.startswith("host "))
+    assert host_line == ["host", *map(str, layers["host"])]
 
 
 def test_tracing_every_cuda_process_enrols_them_in_the_host_layers(tmp_path: Path, db_rows: Any) -> None:

@@ -70,11 +70,14 @@ def ops_table(view: _core.LiveView, title: str, wanted: tuple[int, ...]) -> Tabl
     return table
 
 
-def layer_lines(view: _core.LiveView) -> list[Text]:
-    """`events / stored / dropped` per layer, with the warnings that matter."""
-    parts, warnings = [], []
+def layer_table(view: _core.LiveView) -> list[RenderableType]:
+    """Events received, stored and dropped per layer, with the warnings that matter."""
+    table = Table(title="Layers", title_justify="left", box=None, pad_edge=False)
+    for column in ("layer", "events", "stored", "dropped"):
+        table.add_column(column, justify="left" if column == "layer" else "right")
+    warnings: list[RenderableType] = []
     for name, received, stored, dropped in view["layers"]:
-        parts.append(f"{name} {received}/{stored}/{dropped}")
+        table.add_row(name, str(received), str(stored), str(dropped))
         if dropped and dropped / (received + dropped) > DROP_WARNING_SHARE:
             warnings.append(
                 Text(
@@ -83,7 +86,6 @@ def layer_lines(view: _core.LiveView) -> list[Text]:
                     style="bold yellow",
                 )
             )
-    lines = [Text("Events received/stored/dropped: " + "  ".join(parts))]
     if view["critical_dropped"]:
         warnings.append(
             Text(
@@ -92,7 +94,7 @@ def layer_lines(view: _core.LiveView) -> list[Text]:
                 style="bold red",
             )
         )
-    return lines + warnings
+    return [table, *warnings]
 
 
 def render(view: _core.LiveView) -> RenderableType:
@@ -103,7 +105,7 @@ def render(view: _core.LiveView) -> RenderableType:
             parts.append(Text(""))
             parts.append(table)
     parts.append(Text(""))
-    parts.extend(layer_lines(view))
+    parts.extend(layer_table(view))
     return Group(*parts)
 
 
