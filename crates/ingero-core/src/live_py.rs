@@ -5,9 +5,8 @@ use pyo3::{prelude::*, types::PyDict};
 
 use crate::{capture::host::Layer, tracer::LiveView};
 
-/// The layers named (all four when None); an unknown name is an error message.
-pub fn layers(names: Option<Vec<String>>) -> Result<Vec<Layer>, String> {
-    let Some(names) = names else { return Ok(Layer::ALL.to_vec()) };
+/// The layers named; an unknown name is an error message.
+pub fn layers(names: Vec<String>) -> Result<Vec<Layer>, String> {
     names
         .iter()
         .map(|n| {

@@ -69,14 +69,15 @@ impl PyTracer {
 impl PyTracer {
     /// Loads the runtime and driver probe families, and NCCL's if `nccl`.
     #[new]
-    /// `layers` names the kernel-event layers to trace ("host", "io", "tcp", "net"; default all).
-    #[pyo3(signature = (trace_all = false, ringbuf_bytes = 8 << 20, nccl = false, layers = None))]
+    /// `layers` names the kernel-event layers to trace ("host", "io", "tcp", "net"): none
+    /// unless named (`ingero trace` names all four unless told otherwise).
+    #[pyo3(signature = (trace_all = false, ringbuf_bytes = 8 << 20, nccl = false, layers = Vec::new()))]
     fn new(
         py: Python<'_>,
         trace_all: bool,
         ringbuf_bytes: u32,
         nccl: bool,
-        layers: Option<Vec<String>>,
+        layers: Vec<String>,
     ) -> PyResult<Self> {
         let libraries: Vec<Library> =
             Library::ALL.into_iter().filter(|&l| nccl || l != Library::Nccl).collect();
