@@ -20,7 +20,6 @@ import pytest
 from rich.console import Console
 
 from ingero import _core
-from ingero.capture.run import KERNEL_LAYERS
 from ingero.cli import live
 from ingero.codes import op_named, source_named
 from tests.conftest import ROOT, Run, load_json, run_cli
@@ -282,7 +281,7 @@ def test_layers_can_be_turned_off(tmp_path: Path, db_rows: Any) -> None:
 
 def test_live_view_counts_agree_with_the_stored_rows(tmp_path: Path, db_rows: Any) -> None:
     db, out = tmp_path / "t.db", tmp_path / "spin.json"
-    tracer = _core.Tracer(layers=list(KERNEL_LAYERS))
+    tracer = _core.Tracer(layers=["host", "io", "tcp", "net"])
     tracer.start(db, "n1", record_all=True)
     pid = tracer.launch(hostload("sockets", str(out)))
     assert _core.wait_child(pid, 60_000) == 0
