@@ -1,6 +1,6 @@
 """Drops and CPU cost of the host layers under a scheduler-heavy load.
 
-    sudo .venv/bin/python benches/host_overhead.py [--seconds S] [--json OUT]
+    sudo .venv/bin/python benches/host_overhead.py [--seconds S] [--rounds R] [--json OUT]
 
 `stress-ng --cpu 2 --switch 2` runs three ways: untraced (the baseline), beside
 a trace whose target is an idle process (every switch of stress-ng is summed
@@ -8,7 +8,8 @@ in kernel: the cost every machine pays), and as the traced command itself
 (every context switch of stress-ng becomes an event: the worst case). For each:
 stress-ng's bogo-ops rate against the baseline, the CPU time of the ingero
 process, the time spent in the eBPF programs (kernel.bpf_stats_enabled), and
-the events received, stored and dropped.
+the events received, stored and dropped. A VM's figures vary from run to run:
+every round is kept, with the median of each figure.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import os
 import platform
 import re
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -108,7 +110,9 @@ def traced(seconds: float, tmp: Path, *, stress_is_target: bool) -> dict[str, An
     sampler.join()
     if trace.returncode != 0:
         raise RuntimeError(f"ingero trace failed: {err}")
-    cpu, bpf_ns = samples[-1]
+    # Programs are closed as the trace stops, a moment before the process ends:
+    # the largest reading is the total.
+    cpu, bpf_ns = max(s[0] for s in samples), max(s[1] for s in samples)
     return {
         "bogo_ops_per_s": bogo_rates(metrics),
         "ingero_cpu_s": round(cpu - cpu0, 2),
@@ -117,9 +121,27 @@ def traced(seconds: float, tmp: Path, *, stress_is_target: bool) -> dict[str, An
     }
 
 
+def one_round(seconds: float) -> dict[str, Any]:
+    with tempfile.TemporaryDirectory() as tmp_dir:
+        tmp = Path(tmp_dir)
+        metrics = tmp / "baseline.yaml"
+        subprocess.run(stress_cmd(seconds, metrics), check=True, capture_output=True)
+        baseline = bogo_rates(metrics)
+        runs = {
+            "load_untraced_beside_a_trace": traced(seconds, tmp, stress_is_target=False),
+            "load_traced": traced(seconds, tmp, stress_is_target=True),
+        }
+    for run in runs.values():
+        run["throughput_vs_baseline"] = {
+            name: round(rate / baseline[name], 3) for name, rate in run["bogo_ops_per_s"].items()
+        }
+    return {"baseline_bogo_ops_per_s": baseline, **runs}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--json", type=Path, help="write the results here")
     args = parser.parse_args()
     if os.geteuid() != 0:
@@ -131,26 +153,31 @@ def main() -> None:
     stats_before = stats_path.read_text().strip()
     stats_path.write_text("1")
     try:
-        with tempfile.TemporaryDirectory() as tmp_dir:
-            tmp = Path(tmp_dir)
-            metrics = tmp / "baseline.yaml"
-            subprocess.run(stress_cmd(args.seconds, metrics), check=True, capture_output=True)
-            baseline = bogo_rates(metrics)
-            untraced_load = traced(args.seconds, tmp, stress_is_target=False)
-            traced_load = traced(args.seconds, tmp, stress_is_target=True)
+        rounds = [one_round(args.seconds) for _ in range(args.rounds)]
     finally:
         stats_path.write_text(stats_before)
-    for run in (untraced_load, traced_load):
-        run["throughput_vs_baseline"] = {
-            name: round(rate / baseline[name], 3) for name, rate in run["bogo_ops_per_s"].items()
-        }
     results = {
         "machine": {"kernel": platform.release(), "cpus": os.cpu_count()},
         "load": "stress-ng --cpu 2 --switch 2",
         "seconds": args.seconds,
-        "baseline_bogo_ops_per_s": baseline,
-        "load_untraced_beside_a_trace": untraced_load,
-        "load_traced": traced_load,
+        "median": {
+            mode: {
+                "throughput_vs_baseline": {
+                    name: statistics.median(r[mode]["throughput_vs_baseline"][name] for r in rounds)
+                    for name in rounds[0][mode]["throughput_vs_baseline"]
+                },
+                **{
+                    key: statistics.median(r[mode][key] for r in rounds)
+                    for key in ("ingero_cpu_s", "bpf_program_s")
+                },
+                "events": {
+                    key: statistics.median(r[mode]["events"].get(key, 0) for r in rounds)
+                    for key in ("received", "stored", "dropped")
+                },
+            }
+            for mode in ("load_untraced_beside_a_trace", "load_traced")
+        },
+        "rounds": rounds,
     }
     text = json.dumps(results, indent=2)
     print(text)
