@@ -29,7 +29,6 @@ from ingero.capture.discover import (
 )
 from ingero.capture.privileges import missing_privileges
 from ingero.capture.sampling import AdaptiveSampling
-from ingero.check.gpu import driver_version, nvidia_gpus
 
 POLL_SECONDS = 0.2
 # How often the live view is refreshed.
@@ -265,6 +264,10 @@ def run_trace(
         f"rollover={request.rollover_bytes}/{request.rollover_keep} "
         f"layers={','.join(request.layers) or 'none'}"
     )
+    # Imported here: ingero.check imports this module, and importing it first
+    # (the demo, the tests) would otherwise find it half initialised.
+    from ingero.check.gpu import driver_version, nvidia_gpus  # noqa: PLC0415
+
     trace_start_ns = time.time_ns()
     try:
         tracer.start(
