@@ -8,6 +8,7 @@ import itertools
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import time
@@ -338,3 +339,43 @@ def test_tracing_every_cuda_process_enrols_them_in_the_host_layers(tmp_path: Pat
     assert [r[3] for r in host_rows(db_rows, db, "process_exit") if r[0] == cuda_pid] == [0]
     # ... and a process that never called CUDA is not.
     assert all(r[0] != other_pid for r in host_rows(db_rows, db, "process_exit"))
+
+
+@contextlib.contextmanager
+def unanswered_network(name: str) -> Iterator[None]:
+    """A network namespace whose only link is a TUN device nobody reads: every
+    packet sent to its subnets is lost, so TCP retransmits its SYNs."""
+    if shutil.which("ip") is None or not Path("/dev/net/tun").exists():
+        pytest.skip("needs iproute2 and /dev/net/tun")
+    subprocess.run(["ip", "netns", "add", name], check=True)
+    try:
+        for step in (
+            "ip tuntap add dev t0 mode tun",
+            "ip addr add 10.9.9.1/24 dev t0",
+            "ip addr add fd00:9::1/64 dev t0 nodad",
+            "ip link set t0 up",
+        ):
+            subprocess.run(["ip", "netns", "exec", name, *step.split()], check=True)
+        yield
+    finally:
+        subprocess.run(["ip", "netns", "del", name], check=False)
+
+
+def test_tcp_retransmits_of_both_address_families_are_recorded(tmp_path: Path, db_rows: Any) -> None:
+    db, name = tmp_path / "t.db", f"ingero-tcp-{os.getpid()}"
+    connect = (
+        "import socket\n"
+        "for host in ('10.9.9.2', 'fd00:9::2'):\n"
+        "    try:\n"
+        "        socket.create_connection((host, 80), timeout=1.6)\n"
+        "    except OSError:\n"
+        "        pass\n"
+    )
+    with unanswered_network(name):
+        trace(db, "ip", "netns", "exec", name, sys.executable, "-c", connect)
+    rows = host_rows(db_rows, db, "tcp_retransmit", "arg0, arg1, ret_code")
+    # (saddr << 32) | daddr; for IPv6 the last 32 bits of each (::1 -> ::2).
+    v4 = (0x0A090901 << 32) | 0x0A090902
+    assert {(a0, a1 & 0xFFFF, rc & 0xFF) for a0, a1, rc in rows} == {(v4, 80, 2), ((1 << 32) | 2, 80, 10)}
+    syn_sent = 2
+    assert all(rc >> 8 == syn_sent for *_, rc in rows)
