@@ -30,7 +30,7 @@ def _print_measured(run: ScenarioRun) -> None:
     ops = op_summaries(run.db, run.pids)
     total = sum(o.total_ns for o in ops) or 1
     stdout.print(
-        f"{INDENT}traced {run.stored} calls from {len(run.pids)} process(es) in {run.seconds:.1f} s"
+        f"{INDENT}traced {run.stored} events from {len(run.pids)} process(es) in {run.seconds:.1f} s"
         + (f", {run.dropped} dropped" if run.dropped else "")
     )
     for o in ops[:3]:
