@@ -225,6 +225,7 @@ def run_trace(
     on_progress: Callable[[_core.TraceStats], None] = lambda s: None,
     on_warning: Callable[[str], None] = lambda w: None,
     on_live: Callable[[_core.LiveView], None] | None = None,
+    on_stopping: Callable[[_core.TraceStats], None] = lambda s: None,
 ) -> TraceResult:
     """Traces `request` until its command exits, its pids are gone, the duration
     ends, or SIGINT/SIGTERM arrives; everything received is stored before returning."""
@@ -336,6 +337,7 @@ def run_trace(
     except _core.IngeroError as err:
         raise TraceError(str(err)) from err
     finally:
+        on_stopping(tracer.stats())
         try:
             result.stats = tracer.stop()
         except _core.IngeroError as err:

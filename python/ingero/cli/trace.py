@@ -210,6 +210,11 @@ def trace(  # noqa: PLR0917 - Typer maps each parameter to an option
         if isinstance(status, Status):
             status.update(f"tracing {target}: {s['stored']} events stored, {s['dropped']} dropped")
 
+    def stopping(s: _core.TraceStats) -> None:
+        # Removing probes takes a moment each, and a long trace's indexes are built now.
+        if stderr.is_terminal or s["stored"] >= 1_000_000:
+            stderr.print(f"stopping: removing the probes, then storing and indexing {s['stored']:,} events")
+
     try:
         with status:
             result = run_trace(
@@ -218,6 +223,7 @@ def trace(  # noqa: PLR0917 - Typer maps each parameter to an option
                 on_progress=progress,
                 on_warning=lambda w: stderr.print(f"[bold yellow]warning:[/] {w}"),
                 on_live=show if table is not None else None,
+                on_stopping=stopping,
             )
     except TraceError as err:
         fail(str(err))
