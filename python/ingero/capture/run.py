@@ -221,6 +221,7 @@ def _cuda_version(attachments: list[_core.Attachment]) -> str:
 
 def run_trace(
     request: TraceRequest,
+    *,
     on_attach: Callable[[_core.Attachment], None] = lambda a: None,
     on_progress: Callable[[_core.TraceStats], None] = lambda s: None,
     on_warning: Callable[[str], None] = lambda w: None,
