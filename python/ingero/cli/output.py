@@ -7,13 +7,13 @@ from typing import NoReturn
 import typer
 from rich.console import Console
 
-stdout = Console(highlight=False, soft_wrap=True)
-stderr = Console(stderr=True, highlight=False, soft_wrap=True)
+stdout = Console(highlight=False, soft_wrap=True, emoji=False)
+stderr = Console(stderr=True, highlight=False, soft_wrap=True, emoji=False)
 
 
 def table_console() -> Console:
     """stdout for tables: a pipe or file gets full-width rows instead of 80 wrapped columns."""
-    return stdout if stdout.is_terminal else Console(highlight=False, width=400)
+    return stdout if stdout.is_terminal else Console(highlight=False, width=400, emoji=False)
 
 
 def fail(message: str, code: int = 1) -> NoReturn:
