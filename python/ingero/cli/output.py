@@ -6,6 +6,7 @@ from typing import NoReturn
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 stdout = Console(highlight=False, soft_wrap=True, emoji=False)
 stderr = Console(stderr=True, highlight=False, soft_wrap=True, emoji=False)
@@ -18,5 +19,6 @@ def table_console() -> Console:
 
 def fail(message: str, code: int = 1) -> NoReturn:
     """One clear line on stderr and a non-zero exit: how every bad input ends."""
-    stderr.print(f"[bold red]error:[/] {message}", soft_wrap=True)
+    # The message may quote paths and names the user gave: data, not markup.
+    stderr.print(f"[bold red]error:[/] {escape(message)}", soft_wrap=True)
     raise typer.Exit(code)

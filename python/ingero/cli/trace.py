@@ -9,6 +9,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 from rich.live import Live
+from rich.markup import escape
 from rich.status import Status
 
 from ingero import _core
@@ -221,7 +222,7 @@ def trace(  # noqa: PLR0917 - Typer maps each parameter to an option
                 request,
                 on_attach=attached,
                 on_progress=progress,
-                on_warning=lambda w: stderr.print(f"[bold yellow]warning:[/] {w}"),
+                on_warning=lambda w: stderr.print(f"[bold yellow]warning:[/] {escape(w)}"),
                 on_live=show if table is not None else None,
                 on_stopping=stopping,
             )
