@@ -207,9 +207,10 @@ def test_traced_names_are_printed_as_data_not_markup(tmp_path: Path) -> None:
     db = tmp_path / "names.db"
     db.write_bytes(next(p for p in TRACES if p.name == "sample-cluster.db").read_bytes())
     with sqlite3.connect(db) as conn:
-        conn.execute("UPDATE events SET comm = '[/oops] [bold]x'")
+        # This older file names processes in process_names only (no events.comm).
+        conn.execute("UPDATE process_names SET name = '[/oops] [bold]x'")
     listed = run_cli("query", "--db", str(db), "--limit", "3")
     assert listed.returncode == 0, listed.stderr
     assert listed.stdout.count("[/oops] [bold]x") == 3
-    selected = run_cli("sql", "SELECT DISTINCT comm FROM events", "--db", str(db))
+    selected = run_cli("sql", "SELECT DISTINCT name FROM process_names", "--db", str(db))
     assert "[/oops] [bold]x" in selected.stdout
