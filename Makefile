@@ -35,6 +35,8 @@ py-test:
 bench: setup
 	@command -v bpftrace >/dev/null || apt-get install -y -qq --no-install-recommends bpftrace
 	python benches/uprobe_overhead.py --json benches/results/uprobe_overhead.json
+	@command -v stress-ng >/dev/null || apt-get install -y -qq --no-install-recommends stress-ng
+	python benches/host_overhead.py --json benches/results/host_overhead.json
 
 wheel: setup
 	SIMCUDA_LINKS=0 bash tests/simcuda/build.sh python/ingero/demo/simcuda

@@ -19,6 +19,9 @@ from ingero.capture.privileges import missing_privileges
 ROOT = Path(__file__).resolve().parent.parent
 SIMCUDA = ROOT / "tests" / "simcuda"
 WORKLOAD = SIMCUDA / "workload.py"
+# Traces of CUDA workloads count CUDA events: the kernel-event layers (tested in
+# test_host.py) would add the host's own events to every count.
+CUDA_ONLY = ("--no-host", "--no-io", "--no-tcp", "--no-net")
 
 
 @dataclass
@@ -78,7 +81,9 @@ def trace_workload(
     command = workload_cmd(lib, summary, *flags)
     if record_all:
         trace_flags = ("--record-all", *trace_flags)
-    return run_cli("trace", *trace_flags, "--db", str(db), "--cuda-lib", str(lib), "--", *command, env=env)
+    return run_cli(
+        "trace", *CUDA_ONLY, *trace_flags, "--db", str(db), "--cuda-lib", str(lib), "--", *command, env=env
+    )
 
 
 def load_json(path: Path) -> dict[str, Any]:

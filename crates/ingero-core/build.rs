@@ -5,7 +5,8 @@ use std::{env, path::PathBuf};
 use anyhow::{Context as _, anyhow};
 
 /// Object files ingero-core embeds, one per `[[bin]]` of ingero-ebpf.
-const OBJECTS: &[&str] = &["ingero-cuda", "ingero-driver", "ingero-nccl"];
+const OBJECTS: &[&str] =
+    &["ingero-cuda", "ingero-driver", "ingero-nccl", "ingero-host", "ingero-io", "ingero-tcp", "ingero-net"];
 
 fn main() -> anyhow::Result<()> {
     let out_dir = PathBuf::from(env::var_os("OUT_DIR").context("OUT_DIR not set")?);

@@ -35,10 +35,33 @@ class TraceStats(TypedDict):
     malformed: int
     write_failed: int
     write_error: str | None
+    critical_dropped: int
+
+class SystemSnapshot(TypedDict):
+    timestamp: int
+    cpu_pct: float
+    mem_pct: float
+    mem_avail_mb: int
+    swap_mb: int
+    load_avg: float
+
+class LiveView(TypedDict):
+    system: SystemSnapshot | None
+    # (layer, received, stored, dropped)
+    layers: list[tuple[str, int, int, int]]
+    # (source, op, count, p50_ns, p95_ns, p99_ns, max_ns, spikes)
+    ops: list[tuple[int, int, int, int, int, int, int, int]]
+    critical_dropped: int
 
 @final
 class Tracer:
-    def __new__(cls, trace_all: bool = ..., ringbuf_bytes: int = ..., nccl: bool = ...) -> Tracer: ...
+    def __new__(
+        cls,
+        trace_all: bool = ...,
+        ringbuf_bytes: int = ...,
+        nccl: bool = ...,
+        layers: list[str] = ...,
+    ) -> Tracer: ...
     def attach(self, library: str | PathLike[str], kind: str = ...) -> Attachment: ...
     def add_target(self, pid: int) -> None: ...
     def start(
@@ -63,6 +86,8 @@ class Tracer:
     def set_capture_stacks(self, on: bool) -> None: ...
     def warnings(self) -> list[str]: ...
     def prune_targets(self) -> int: ...
+    def set_json(self, on: bool) -> None: ...
+    def live(self) -> LiveView: ...
     def stats(self) -> TraceStats: ...
     def stop(self) -> TraceStats: ...
 

@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from ingero import _core
+from tests.conftest import CUDA_ONLY
 
 
 def record(db: Path, tool: str, status: str = "ok", rows: int = 3) -> str:
@@ -44,7 +45,7 @@ def test_calls_during_a_trace_join_its_stream(tmp_path: Path, simcuda_lib: Path,
     db, ready = tmp_path / "live.db", tmp_path / "ready"
     trace = subprocess.Popen(
         [
-            sys.executable, "-m", "ingero", "trace", "--node", "n1", "--db", str(db),
+            sys.executable, "-m", "ingero", "trace", *CUDA_ONLY, "--node", "n1", "--db", str(db),
             "--cuda-lib", str(simcuda_lib), "--", "sh", "-c", f"touch {ready}; sleep 2",
         ],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,

@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 
+from ingero import codes
 from ingero.capture.privileges import missing_privileges
 from ingero.demo.findings import analysis_available
 from ingero.demo.runner import DemoSession, ScenarioRun, explain
@@ -149,8 +150,9 @@ def test_the_analysis_finds_the_expected_cause_only_with_the_stressor(runs: Runs
     scenario = find(name)
     assert scenario is not None
     stressed = runs.get(name, stressed=True)
-    if scenario.needs_host_events and host_event_count(stressed.db, stressed.pids) == 0:
-        pytest.skip("the evidence is host events, and this build captures none")
+    if scenario.needs_host_events:
+        assert host_event_count(stressed.db, stressed.pids) > 0, "the host layer captured nothing"
+
     explain(stressed)
     assert stressed.verdict is not None
     assert stressed.verdict.found, f"{name}: {stressed.verdict.detail}; chains: {chain_summaries(stressed)}"
@@ -176,10 +178,18 @@ def test_demo_command_runs_a_scenario_and_leaves_the_database_with_the_mcp_line(
     stored = int(traced.split("traced ", 1)[1].split()[0])
     conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
     try:
-        (rows,) = conn.execute("SELECT COUNT(*) FROM events").fetchone()
+        # Summaries of untraced processes' switches and allocations keep coming after
+        # the scenario's calls, which are what the demo reports.
+        summaries = [codes.op_named(n).id for n in ("sched_switch_summary", "mm_page_alloc_summary")]
+        (rows,) = conn.execute(
+            "SELECT COUNT(*) FROM events WHERE NOT (source = ? AND op IN (?, ?))",
+            (codes.source_named("HOST").id, *summaries),
+        ).fetchone()
+        (everything,) = conn.execute("SELECT COUNT(*) FROM events").fetchone()
     finally:
         conn.close()
-    assert rows == stored > 0
+    # The scenario's rows are all in the count it reported; only summaries may differ.
+    assert 0 < rows <= stored <= everything
 
 
 def test_demo_rejects_an_unknown_scenario_in_one_line() -> None:

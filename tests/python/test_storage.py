@@ -201,3 +201,16 @@ def test_rollover_keeps_the_newest_files_and_query_reads_them_all(tmp_path: Path
     assert len(json.loads(everything.stdout)) == len(ids)
     current = run_cli("query", "--db", str(db), "--limit", "10000000", "--json")
     assert len(json.loads(current.stdout)) == in_current < len(ids)
+
+
+def test_traced_names_are_printed_as_data_not_markup(tmp_path: Path) -> None:
+    db = tmp_path / "names.db"
+    db.write_bytes(next(p for p in TRACES if p.name == "sample-cluster.db").read_bytes())
+    with sqlite3.connect(db) as conn:
+        # This older file names processes in process_names only (no events.comm).
+        conn.execute("UPDATE process_names SET name = '[/oops] [bold]x'")
+    listed = run_cli("query", "--db", str(db), "--limit", "3")
+    assert listed.returncode == 0, listed.stderr
+    assert listed.stdout.count("[/oops] [bold]x") == 3
+    selected = run_cli("sql", "SELECT DISTINCT name FROM process_names", "--db", str(db))
+    assert "[/oops] [bold]x" in selected.stdout

@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import WORKLOAD, load_json, run_cli, trace_workload, workload_cmd
+from tests.conftest import CUDA_ONLY, WORKLOAD, load_json, run_cli, trace_workload, workload_cmd
 
 # The runtime symbols the foundation traces, and the op names the original
 # Ingero stores them under (an independent oracle, not read from ingero).
@@ -162,7 +162,19 @@ def test_pid_mode_stores_only_the_target_process(tmp_path: Path, simcuda_lib: Pa
     target, target_pid = start_gated_workload(simcuda_lib, gate, tmp_path / "target.json")
     other, other_pid = start_gated_workload(simcuda_lib, gate, tmp_path / "other.json")
     tracer = subprocess.Popen(
-        [sys.executable, "-m", "ingero", "trace", "--pid", str(target_pid), "--db", str(db), "-d", "60s"],
+        [
+            sys.executable,
+            "-m",
+            "ingero",
+            "trace",
+            *CUDA_ONLY,
+            "--pid",
+            str(target_pid),
+            "-d",
+            "60s",
+            "--db",
+            str(db),
+        ],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -202,7 +214,7 @@ def test_calls_of_the_launched_command_are_seen_from_its_first_instruction(
 
 def test_exit_code_of_the_traced_command_is_returned(tmp_path: Path, simcuda_lib: Path) -> None:
     run = run_cli(
-        "trace", "--db", str(tmp_path / "t.db"), "--cuda-lib", str(simcuda_lib), "--",
+        "trace", *CUDA_ONLY, "--db", str(tmp_path / "t.db"), "--cuda-lib", str(simcuda_lib), "--",
         sys.executable, "-c", "import sys; sys.exit(7)",
     )  # fmt: skip
     assert run.returncode == 7, run.stderr
@@ -212,7 +224,7 @@ def test_library_is_discovered_from_ld_library_path(tmp_path: Path, simcuda_lib:
     env = dict(os.environ, LD_LIBRARY_PATH=str(simcuda_lib.parent))
     db = tmp_path / "t.db"
     run = run_cli(
-        "trace", "--db", str(db), "--",
+        "trace", *CUDA_ONLY, "--db", str(db), "--",
         sys.executable, str(WORKLOAD), "--mallocs=2", "--json", str(tmp_path / "w.json"),
         env=env,
     )  # fmt: skip
@@ -265,7 +277,7 @@ def test_each_call_carries_the_device_its_thread_selected(
     db, summary = tmp_path / "trace.db", tmp_path / "w.json"
     env = dict(os.environ, SIMCUDA_DEVICE_COUNT="2")
     run = run_cli(
-        "trace", "--db", str(db), "--cuda-lib", str(simcuda_lib), "--",
+        "trace", *CUDA_ONLY, "--db", str(db), "--cuda-lib", str(simcuda_lib), "--",
         *workload_cmd(simcuda_lib, summary, "--device=1", "--mallocs=3", "--launches=4", "--threads=2"),
         env=env,
     )  # fmt: skip
@@ -303,6 +315,7 @@ def test_without_a_target_every_process_is_traced_including_later_ones_and_other
             "-m",
             "ingero",
             "trace",
+            *CUDA_ONLY,
             "--db",
             str(db),
             "--cuda-lib",
@@ -348,7 +361,8 @@ def test_driver_api_and_the_remaining_runtime_copies(tmp_path: Path, simcuda_lib
         "--driver-async-memcpys=3", "--driver-syncs=2", "--driver-managed-allocs=1",
     ]  # fmt: skip
     run = run_cli(
-        "trace", "--db", str(db), "--cuda-lib", str(simcuda_lib), "--cuda-lib", str(driver_lib), "--",
+        "trace", *CUDA_ONLY, "--db", str(db),
+        "--cuda-lib", str(simcuda_lib), "--cuda-lib", str(driver_lib), "--",
         *workload_cmd(simcuda_lib, summary, "--driver-lib", str(driver_lib), *flags),
         env=env,
     )  # fmt: skip
@@ -428,7 +442,7 @@ def test_children_of_the_traced_command_are_traced_from_their_start(
         for n in ("first", "second")
     )
     run = run_cli(
-        "trace", "--db", str(db), "--cuda-lib", str(simcuda_lib), "--",
+        "trace", *CUDA_ONLY, "--db", str(db), "--cuda-lib", str(simcuda_lib), "--",
         "sh", "-c", f"{first} & {second}; wait",
     )  # fmt: skip
     assert run.returncode == 0, run.stderr
@@ -450,7 +464,8 @@ def test_nccl_communicators_and_collectives_are_stored_with_their_communicator(
         "--nccl-init-all=2", "--nccl-count=65536", "--nccl-dtype=6",
     ]  # fmt: skip
     run = run_cli(
-        "trace", "--nccl", "--db", str(db), "--cuda-lib", str(simcuda_lib), "--cuda-lib", str(nccl_lib), "--",
+        "trace", *CUDA_ONLY, "--nccl", "--db", str(db),
+        "--cuda-lib", str(simcuda_lib), "--cuda-lib", str(nccl_lib), "--",
         *workload_cmd(simcuda_lib, summary, *flags),
     )  # fmt: skip
     assert run.returncode == 0, run.stderr
@@ -540,7 +555,7 @@ def test_stacks_are_symbolised_and_hashed_the_same_in_every_run(
 def test_no_stack_stores_none(tmp_path: Path, simcuda_lib: Path, db_rows: Any) -> None:
     db = tmp_path / "t.db"
     run = run_cli(
-        "trace", "--no-stack", "--db", str(db), "--cuda-lib", str(simcuda_lib), "--",
+        "trace", *CUDA_ONLY, "--no-stack", "--db", str(db), "--cuda-lib", str(simcuda_lib), "--",
         *workload_cmd(simcuda_lib, tmp_path / "w.json", "--mallocs=2"),
     )  # fmt: skip
     assert run.returncode == 0, run.stderr
@@ -564,7 +579,7 @@ def test_libraries_of_the_commands_conda_env_and_venv_are_found(
         env = {k: v for k, v in os.environ.items() if k not in ("LD_LIBRARY_PATH", "CONDA_PREFIX")}
         env[variable] = str(prefix)
         run = run_cli(
-            "trace", "--db", str(db), "--",
+            "trace", *CUDA_ONLY, "--db", str(db), "--",
             *workload_cmd(lib / simcuda_lib.name, tmp_path / "w.json", "--mallocs=2"),
             env=env,
         )  # fmt: skip

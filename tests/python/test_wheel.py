@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT, SIMCUDA, WORKLOAD
+from tests.conftest import CUDA_ONLY, ROOT, SIMCUDA, WORKLOAD
 
 # Everything a build needs and a user must not: hidden by empty mounts.
 TOOLCHAIN_DIRS = [
@@ -68,7 +68,7 @@ def test_wheel_traces_without_any_toolchain(installed_wheel: Path, simcuda_lib: 
             # Prove the hiding worked before trusting the result.
             "! command -v cargo && ! command -v rustc && ! command -v bpf-linker",
             "! ls /usr/lib/llvm-*/bin/llvm-config 2>/dev/null",
-            f"{venv_bin}/ingero trace --db {db} --cuda-lib {simcuda_lib} -- "
+            f"{venv_bin}/ingero trace {' '.join(CUDA_ONLY)} --db {db} --cuda-lib {simcuda_lib} -- "
             f"{venv_bin}/python {WORKLOAD} --lib {simcuda_lib} --mallocs=3 --launches=5 --json /dev/null",
             # The front door works from the wheel alone: its own simulated libraries and workloads.
             f"{venv_bin}/ingero check",

@@ -51,7 +51,10 @@ pub mod counter {
     pub const UNPAIRED_RETURN: u32 = 1;
     /// Calls of target processes skipped by 1-in-N sampling.
     pub const SAMPLED_OUT: u32 = 2;
-    pub const COUNT: u32 = 3;
+    /// Exec/exit/fork/OOM records lost because the host family's critical
+    /// ring had no room: never expected, reported loudly when it happens.
+    pub const CRITICAL_FULL: u32 = 3;
+    pub const COUNT: u32 = 4;
 }
 
 #[cfg(feature = "user")]

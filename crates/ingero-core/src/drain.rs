@@ -6,6 +6,7 @@ use std::{
     sync::{
         Arc,
         atomic::{AtomicBool, AtomicU64, Ordering},
+        mpsc::Receiver,
     },
     thread::JoinHandle,
     time::{Duration, Instant},
@@ -16,6 +17,9 @@ use aya::maps::{MapData, RingBuf, StackTraceMap};
 use ingero_common::event::CallEvent;
 
 use crate::{
+    capture::{cgroup::CgroupResolver, host::TargetEnroller, host_readers::HostRow},
+    jsonl::JsonLines,
+    live::LiveStats,
     store::{Batch, EventRow, Writer},
     symbolize::{PythonStacks, StackResolver, py_stack_id},
 };
@@ -42,8 +46,18 @@ pub struct Drainer {
     stats: Arc<DrainStats>,
 }
 
+/// What the drainer does besides storing: rows the host readers hand it,
+/// the live view's counts, and the `--json` stream.
+pub struct DrainExtras {
+    pub host_rows: Option<Receiver<HostRow>>,
+    pub live: Arc<LiveStats>,
+    pub json: Option<JsonLines>,
+    /// Set when tracing every CUDA process: enrols them in the host layers.
+    pub enroller: Option<TargetEnroller>,
+}
+
 /// Parses one ring-buffer record.
-fn parse(record: &[u8], wall_offset_ns: i64) -> Option<EventRow> {
+pub(crate) fn parse_record(record: &[u8], wall_offset_ns: i64) -> Option<EventRow> {
     if record.len() < size_of::<CallEvent>() {
         return None;
     }
@@ -79,6 +93,50 @@ fn wait_readable(pollfds: &mut [libc::pollfd]) -> Result<()> {
     Ok(())
 }
 
+/// Everything after a row is parsed: host rows merged in, cgroups named,
+/// the live view and the JSON stream fed.
+fn take_extras(
+    batch: &mut Batch,
+    first_new: usize,
+    extras: &mut DrainExtras,
+    cgroups: &mut CgroupResolver,
+    stats: &DrainStats,
+) -> Result<()> {
+    if let Some(host_rows) = &extras.host_rows {
+        for row in host_rows.try_iter() {
+            match row {
+                HostRow::Event(event) => {
+                    stats.received.fetch_add(1, Ordering::Relaxed);
+                    batch.events.push(event);
+                }
+                HostRow::Snapshot(snapshot) => {
+                    extras.live.record_system(snapshot);
+                    batch.snapshots.push(snapshot);
+                }
+            }
+        }
+    }
+    let new = &batch.events[first_new.min(batch.events.len())..];
+    for row in new {
+        batch.cgroups.extend(cgroups.resolve(row.cgroup_id, row.pid));
+        if let Some(enroller) = extras.enroller.as_mut() {
+            enroller.saw(row.source, row.pid);
+        }
+    }
+    extras.live.record(new);
+    if let Some(json) = extras.json.as_mut() {
+        for row in new {
+            json.write(row)?;
+        }
+        json.flush()?;
+    }
+    Ok(())
+}
+
+fn has_rows(batch: &Batch) -> bool {
+    !batch.events.is_empty() || !batch.snapshots.is_empty()
+}
+
 fn drain_loop(
     mut rings: Vec<RingBuf<MapData>>,
     mut stacks: StackResolver,
@@ -86,7 +144,9 @@ fn drain_loop(
     wall_offset_ns: i64,
     stop: &AtomicBool,
     stats: &DrainStats,
+    mut extras: DrainExtras,
 ) -> Result<()> {
+    let mut cgroups = CgroupResolver::default();
     let mut pollfds: Vec<libc::pollfd> =
         rings.iter().map(|r| libc::pollfd { fd: r.as_raw_fd(), events: libc::POLLIN, revents: 0 }).collect();
     let mut batch = Batch::with_capacity(BATCH_ROWS);
@@ -95,10 +155,11 @@ fn drain_loop(
         // Read the flag before draining, so a stop requested after the last
         // event was produced still sees that event drained.
         let stopping = stop.load(Ordering::Acquire);
+        let mut first_new = batch.events.len();
         for (family, ring) in rings.iter_mut().enumerate() {
             while let Some(record) = ring.next() {
                 stats.received.fetch_add(1, Ordering::Relaxed);
-                let Some(mut row) = parse(&record, wall_offset_ns) else {
+                let Some(mut row) = parse_record(&record, wall_offset_ns) else {
                     stats.malformed.fetch_add(1, Ordering::Relaxed);
                     continue;
                 };
@@ -108,12 +169,15 @@ fn drain_loop(
                 batch.stacks.extend(new_stack);
                 batch.events.push(row);
                 if batch.events.len() >= BATCH_ROWS {
+                    take_extras(&mut batch, first_new, &mut extras, &mut cgroups, stats)?;
                     writer.send(std::mem::replace(&mut batch, Batch::with_capacity(BATCH_ROWS)))?;
                     batch_started = Instant::now();
+                    first_new = 0;
                 }
             }
         }
-        if !batch.events.is_empty() && (stopping || batch_started.elapsed() >= BATCH_AGE) {
+        take_extras(&mut batch, first_new, &mut extras, &mut cgroups, stats)?;
+        if has_rows(&batch) && (stopping || batch_started.elapsed() >= BATCH_AGE) {
             writer.send(std::mem::replace(&mut batch, Batch::with_capacity(BATCH_ROWS)))?;
             batch_started = Instant::now();
         }
@@ -121,7 +185,7 @@ fn drain_loop(
             break;
         }
         wait_readable(&mut pollfds)?;
-        if batch.events.is_empty() {
+        if !has_rows(&batch) {
             batch_started = Instant::now();
         }
     }
@@ -135,6 +199,7 @@ impl Drainer {
         python: Option<PythonStacks>,
         writer: Writer,
         wall_offset_ns: i64,
+        extras: DrainExtras,
     ) -> Result<Self> {
         let stop = Arc::new(AtomicBool::new(false));
         let stats = Arc::new(DrainStats::default());
@@ -149,6 +214,7 @@ impl Drainer {
                     wall_offset_ns,
                     &thread_stop,
                     &thread_stats,
+                    extras,
                 )
             })
             .context("cannot start the drainer thread")?;

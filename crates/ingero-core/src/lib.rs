@@ -5,9 +5,13 @@
 pub mod capture;
 pub mod clock;
 pub mod drain;
+pub mod jsonl;
+pub mod live;
 pub mod pyframes;
+pub mod snapshot;
 pub mod store;
 pub mod symbolize;
 pub mod tracer;
 
+mod live_py;
 mod python;

@@ -47,6 +47,7 @@ fn stats_dict<'py>(py: Python<'py>, s: &TraceStats) -> PyResult<Bound<'py, PyDic
     d.set_item("malformed", s.malformed)?;
     d.set_item("write_failed", s.write_failed)?;
     d.set_item("write_error", s.write_error.clone())?;
+    d.set_item("critical_dropped", s.critical_dropped)?;
     Ok(d)
 }
 
@@ -68,11 +69,21 @@ impl PyTracer {
 impl PyTracer {
     /// Loads the runtime and driver probe families, and NCCL's if `nccl`.
     #[new]
-    #[pyo3(signature = (trace_all = false, ringbuf_bytes = 8 << 20, nccl = false))]
-    fn new(py: Python<'_>, trace_all: bool, ringbuf_bytes: u32, nccl: bool) -> PyResult<Self> {
+    /// `layers` names the kernel-event layers to trace ("host", "io", "tcp", "net"): none
+    /// unless named (`ingero trace` names all four unless told otherwise).
+    #[pyo3(signature = (trace_all = false, ringbuf_bytes = 8 << 20, nccl = false, layers = Vec::new()))]
+    fn new(
+        py: Python<'_>,
+        trace_all: bool,
+        ringbuf_bytes: u32,
+        nccl: bool,
+        layers: Vec<String>,
+    ) -> PyResult<Self> {
         let libraries: Vec<Library> =
             Library::ALL.into_iter().filter(|&l| nccl || l != Library::Nccl).collect();
-        let tracer = py.detach(|| Tracer::new(&libraries, trace_all, ringbuf_bytes)).map_err(to_py)?;
+        let layers = crate::live_py::layers(layers).map_err(IngeroError::new_err)?;
+        let tracer =
+            py.detach(|| Tracer::new(&libraries, trace_all, ringbuf_bytes, &layers)).map_err(to_py)?;
         Ok(Self { inner: Mutex::new(tracer) })
     }
 
@@ -170,6 +181,20 @@ impl PyTracer {
     /// how many remain.
     fn prune_targets(&self, py: Python<'_>) -> PyResult<usize> {
         py.detach(|| self.with(|t| Ok(t.prune_targets())))
+    }
+
+    /// Writes every event as one JSON line on stdout once started (`--json`).
+    fn set_json(&self, on: bool) -> PyResult<()> {
+        self.with(|t| {
+            t.set_json(on);
+            Ok(())
+        })
+    }
+
+    /// The live view: `{"system", "layers", "ops", "critical_dropped"}`.
+    fn live<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let view = self.with(|t| Ok(t.live()))?;
+        crate::live_py::view_dict(py, &view)
     }
 
     fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {

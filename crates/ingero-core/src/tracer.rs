@@ -1,17 +1,27 @@
 //! One trace run: probe families loaded and attached, targets enrolled, the
 //! drainer and writer running, and the counts that say whether anything was lost.
 
-use std::{path::Path, sync::Arc, sync::atomic::Ordering};
+use std::{
+    path::{Path, PathBuf},
+    sync::{Arc, atomic::Ordering},
+};
 
 use anyhow::{Result, anyhow};
 use aya::maps::{Array, HashMap, IterableMap as _, MapData, PerCpuArray, RingBuf, StackTraceMap};
-use ingero_common::event::counter;
+use ingero_common::{codes::source, event::counter};
 
 use crate::{
-    capture::programs::{Attachment, Library, ProbeFamily},
+    capture::{
+        host::{self, Layer, LayerMaps, LayerProbes, TargetEnroller},
+        host_readers::{HostReaders, Totals},
+        programs::{Attachment, Library, ProbeFamily},
+    },
     clock,
-    drain::{DrainStats, Drainer},
+    drain::{DrainExtras, DrainStats, Drainer},
+    jsonl::JsonLines,
+    live::{LiveStats, OpLive},
     pyframes::{PythonProcesses, Watcher},
+    snapshot::SnapshotRow,
     store::{self, SessionInfo, Writer, WriterStats, audit},
     symbolize::PythonStacks,
 };
@@ -35,6 +45,26 @@ pub struct TraceStats {
     pub malformed: u64,
     pub write_failed: u64,
     pub write_error: Option<String>,
+    /// Exec/exit/fork/OOM records lost in the kernel (never expected; part of `dropped`).
+    pub critical_dropped: u64,
+}
+
+/// One layer's line of the live view.
+#[derive(Debug, Clone)]
+pub struct LayerCounts {
+    pub name: &'static str,
+    pub received: u64,
+    pub stored: u64,
+    pub dropped: u64,
+}
+
+/// What the live view of `ingero trace` shows each second.
+#[derive(Debug, Clone)]
+pub struct LiveView {
+    pub system: Option<SnapshotRow>,
+    pub layers: Vec<LayerCounts>,
+    pub ops: Vec<OpLive>,
+    pub critical_dropped: u64,
 }
 
 /// A family's maps, kept after its programs are detached.
@@ -61,11 +91,26 @@ pub struct Tracer {
     audit: Option<audit::Listener>,
     drain_stats: Arc<DrainStats>,
     writer_stats: Arc<WriterStats>,
+    /// Kernel-event layers (host, io, tcp, net); dropping one detaches it.
+    layers: Vec<LayerProbes>,
+    layer_maps: Vec<LayerMaps>,
+    /// Layers that could not be loaded, worded for the user.
+    layer_errors: Vec<String>,
+    host_readers: Option<HostReaders>,
+    live: Arc<LiveStats>,
+    /// Write every event as a JSON line on stdout (`--json`).
+    json: bool,
+    /// Every CUDA process is traced (no targets given).
+    trace_all: bool,
+    /// The database and session of a started trace.
+    db: Option<(PathBuf, SessionInfo)>,
 }
 
 impl Tracer {
-    /// Loads the probe families of `libraries`; nothing is attached yet.
-    pub fn new(libraries: &[Library], trace_all: bool, ringbuf_bytes: u32) -> Result<Self> {
+    /// Loads the probe families of `libraries` (nothing attached yet) and the
+    /// kernel-event `layers` (attached at once: tracepoints need no library).
+    /// A layer that cannot load is a warning: CUDA tracing goes on without it.
+    pub fn new(libraries: &[Library], trace_all: bool, ringbuf_bytes: u32, layers: &[Layer]) -> Result<Self> {
         let (mut probes, mut maps, mut events, mut stacks) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
         let (mut py_procs, mut py_stacks) = (Vec::new(), Vec::new());
         for &library in libraries {
@@ -82,6 +127,16 @@ impl Tracer {
             stacks.push(family.take_stacks()?);
             probes.push(family);
         }
+        let (mut loaded, mut layer_maps, mut layer_errors) = (Vec::new(), Vec::new(), Vec::new());
+        for &layer in layers {
+            match host::load(layer, ringbuf_bytes) {
+                Ok((probes, maps)) => {
+                    loaded.push(probes);
+                    layer_maps.push(maps);
+                }
+                Err(err) => layer_errors.push(format!("{} events are not traced: {err:#}", layer.name())),
+            }
+        }
         Ok(Self {
             probes,
             maps,
@@ -93,7 +148,20 @@ impl Tracer {
             audit: None,
             drain_stats: Arc::default(),
             writer_stats: Arc::default(),
+            layers: loaded,
+            layer_maps,
+            layer_errors,
+            host_readers: None,
+            live: Arc::default(),
+            json: false,
+            trace_all,
+            db: None,
         })
+    }
+
+    /// Writes every event as one JSON line on stdout, from `start` on.
+    pub fn set_json(&mut self, on: bool) {
+        self.json = on;
     }
 
     pub fn attach(&mut self, path: &Path, library: Library) -> Result<Attachment> {
@@ -114,6 +182,8 @@ impl Tracer {
             .map(|e| format!("children of traced processes will not be followed: {e}"))
             .collect();
         warnings.dedup();
+        warnings.extend(self.layer_errors.iter().cloned());
+        warnings.extend(self.layers.iter().flat_map(|l| l.warnings.iter().cloned()));
         warnings
     }
 
@@ -134,12 +204,22 @@ impl Tracer {
             }
             remaining = maps.targets.keys().count();
         }
+        for maps in &mut self.layer_maps {
+            let stale: Vec<u32> =
+                maps.targets.keys().flatten().filter(|&pid| !is_live_process(pid)).collect();
+            for pid in &stale {
+                let _ = maps.targets.remove(pid);
+            }
+        }
         remaining
     }
 
     /// Records the calls of process `pid` in every family.
     pub fn add_target(&mut self, pid: u32) -> Result<()> {
         for maps in &mut self.maps {
+            maps.targets.insert(pid, 1, 0).map_err(|e| anyhow!("cannot enrol pid {pid}: {e}"))?;
+        }
+        for maps in &mut self.layer_maps {
             maps.targets.insert(pid, 1, 0).map_err(|e| anyhow!("cannot enrol pid {pid}: {e}"))?;
         }
         Ok(())
@@ -166,7 +246,7 @@ impl Tracer {
 
     /// Opens the database and starts draining into it.
     pub fn start(&mut self, db: &Path, session: &SessionInfo) -> Result<()> {
-        if self.events.is_empty() {
+        if self.drainer.is_some() {
             return Err(anyhow!("the trace was already started"));
         }
         let conn = store::open_for_write(db)?;
@@ -176,7 +256,8 @@ impl Tracer {
         if let Some(sender) = writer.sender() {
             self.audit = Some(socket.serve(sender)?);
         }
-        let rings = std::mem::take(&mut self.events);
+        let mut rings = std::mem::take(&mut self.events);
+        rings.extend(self.layer_maps.iter_mut().filter_map(|m| m.events.take()));
         let stacks = std::mem::take(&mut self.stacks);
         let python = self.python.take();
         if let (Some(python), Some(family)) = (&python, self.maps.first()) {
@@ -185,15 +266,81 @@ impl Tracer {
             )?))?;
             self.python_watcher = Some(Watcher::spawn(Arc::clone(&python.processes), targets)?);
         }
-        let drainer = Drainer::spawn(rings, stacks, python, writer, clock::monotonic_to_wall_offset())?;
+        let wall_offset = clock::monotonic_to_wall_offset();
+        let (host_rows, host_rx) = std::sync::mpsc::channel();
+        let host = self.layer_maps.iter_mut().find(|m| m.layer == Layer::Host);
+        let (critical, totals) = match host {
+            Some(m) => (
+                m.critical.take(),
+                m.switch_totals
+                    .take()
+                    .zip(m.alloc_totals.take())
+                    .map(|(switches, allocations)| Totals { switches, allocations }),
+            ),
+            None => (None, None),
+        };
+        self.host_readers = Some(HostReaders::spawn(critical, totals, wall_offset, host_rows)?);
+        let extras = DrainExtras {
+            host_rows: Some(host_rx),
+            live: Arc::clone(&self.live),
+            json: if self.json { Some(JsonLines::stdout()?) } else { None },
+            enroller: if self.trace_all { Some(TargetEnroller::new(&self.layer_maps)?) } else { None },
+        };
+        self.db = Some((db.to_owned(), session.clone()));
+        let drainer = Drainer::spawn(rings, stacks, python, writer, wall_offset, extras)?;
         self.drain_stats = drainer.stats();
         self.drainer = Some(drainer);
         Ok(())
     }
 
-    /// A per-CPU counter, summed over CPUs and families.
+    /// A per-CPU counter, summed over CPUs and families (kernel-event layers included).
     fn kernel_counter(&self, index: u32) -> u64 {
-        self.maps.iter().map(|m| m.counters.get(&index, 0).map_or(0, |v| v.iter().sum::<u64>())).sum()
+        let sum = |c: &PerCpuArray<MapData, u64>| c.get(&index, 0).map_or(0, |v| v.iter().sum::<u64>());
+        self.maps.iter().map(|m| sum(&m.counters)).sum::<u64>()
+            + self.layer_maps.iter().map(|m| sum(&m.counters)).sum::<u64>()
+    }
+
+    /// Per-layer counts, per-op percentiles and the latest system snapshot.
+    pub fn live(&self) -> LiveView {
+        let count =
+            |c: &PerCpuArray<MapData, u64>, index: u32| c.get(&index, 0).map_or(0, |v| v.iter().sum::<u64>());
+        let stored = |sources: &[u8]| -> u64 {
+            sources
+                .iter()
+                .map(|&s| self.writer_stats.stored_by_source[usize::from(s) % 16].load(Ordering::Relaxed))
+                .sum()
+        };
+        let received = |sources: &[u8]| -> u64 { sources.iter().map(|&s| self.live.received(s)).sum() };
+        let mut layers = Vec::new();
+        for m in &self.maps {
+            let (name, sources): (&'static str, &[u8]) = match m.library {
+                Library::Runtime => ("cuda", &[source::CUDA, source::CUDA_GRAPH]),
+                Library::Driver => ("driver", &[source::DRIVER]),
+                Library::Nccl => ("nccl", &[source::NCCL]),
+            };
+            layers.push(LayerCounts {
+                name,
+                received: received(sources),
+                stored: stored(sources),
+                dropped: count(&m.counters, counter::RINGBUF_FULL),
+            });
+        }
+        for m in &self.layer_maps {
+            let sources = [m.layer.source()];
+            layers.push(LayerCounts {
+                name: m.layer.name(),
+                received: received(&sources),
+                stored: stored(&sources),
+                dropped: count(&m.counters, counter::RINGBUF_FULL)
+                    + count(&m.counters, counter::CRITICAL_FULL),
+            });
+        }
+        LiveView {
+            system: self.live.system(),
+            layers,
+            ops: self.live.ops(),
+            critical_dropped: self.kernel_counter(counter::CRITICAL_FULL),
+        }
     }
 
     pub fn stats(&self) -> TraceStats {
@@ -202,12 +349,13 @@ impl Tracer {
             received: self.drain_stats.received.load(Ordering::Relaxed),
             stored: self.writer_stats.stored.load(Ordering::Relaxed),
             aggregated: self.writer_stats.aggregated.load(Ordering::Relaxed),
-            dropped: self.kernel_counter(counter::RINGBUF_FULL),
+            dropped: self.kernel_counter(counter::RINGBUF_FULL) + self.kernel_counter(counter::CRITICAL_FULL),
             unpaired: self.kernel_counter(counter::UNPAIRED_RETURN),
             sampled_out: self.kernel_counter(counter::SAMPLED_OUT),
             malformed: self.drain_stats.malformed.load(Ordering::Relaxed),
             write_failed: self.writer_stats.failed.load(Ordering::Relaxed),
             write_error,
+            critical_dropped: self.kernel_counter(counter::CRITICAL_FULL),
         }
     }
 
@@ -218,12 +366,23 @@ impl Tracer {
         // periods, serialised (~0.1 s per probe in the test VM, far less on
         // bare metal), so a trace with many attachments takes a moment to stop.
         self.probes.clear();
+        self.layers.clear();
         self.python_watcher = None;
         // The listener holds a way into the writer, which ends only once it is gone.
         self.audit = None;
+        // The host readers' last rows go through the drainer: stop them first.
+        if let Some(readers) = self.host_readers.take() {
+            readers.finish();
+        }
         if let Some(drainer) = self.drainer.take() {
             drainer.finish()?;
         }
-        Ok(self.stats())
+        let stats = self.stats();
+        if stats.critical_dropped > 0
+            && let Some((db, session)) = &self.db
+        {
+            store::record_critical_drops(db, session, stats.critical_dropped)?;
+        }
+        Ok(stats)
     }
 }

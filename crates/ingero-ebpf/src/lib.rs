@@ -19,6 +19,8 @@ use aya_ebpf::{
 };
 use ingero_common::event::{CallEvent, EventHeader, counter};
 
+pub mod kernel;
+
 /// Processes (tgids) whose calls are recorded. User space fills it with the
 /// `--pid` targets or the launched command before that command runs; the fork
 /// tracepoint adds their children (and, as the tracepoint cannot tell, new
@@ -200,14 +202,14 @@ pub fn read_out_param(entry: &CallEntry) -> u64 {
     unsafe { bpf_probe_read_user(entry.out_ptr as *const u64) }.unwrap_or(0)
 }
 
-fn bump(index: u32) {
+pub(crate) fn bump(index: u32) {
     if let Some(slot) = COUNTERS.get_ptr_mut(index) {
         // SAFETY: per-CPU slot, and eBPF programs do not migrate mid-run.
         unsafe { *slot += 1 };
     }
 }
 
-fn now_ns() -> u64 {
+pub fn now_ns() -> u64 {
     // SAFETY: a helper with no arguments, valid in every program type.
     unsafe { bpf_ktime_get_ns() }
 }

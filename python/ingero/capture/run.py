@@ -29,9 +29,12 @@ from ingero.capture.discover import (
 )
 from ingero.capture.privileges import missing_privileges
 from ingero.capture.sampling import AdaptiveSampling
-from ingero.check.gpu import driver_version, nvidia_gpus
 
 POLL_SECONDS = 0.2
+# How often the live view is refreshed.
+LIVE_SECONDS = 1.0
+# The kernel-event layers, all traced unless turned off (--no-host, --no-io, ...).
+KERNEL_LAYERS = ("host", "io", "tcp", "net")
 # How often a trace of every process looks for library copies loaded since.
 RESCAN_SECONDS = 2.0
 
@@ -61,6 +64,9 @@ class TraceRequest:
     # Roll the database over at this size (0 = never), keeping the newest N rolled files.
     rollover_bytes: int = 0
     rollover_keep: int = 6
+    layers: list[str] = field(default_factory=lambda: list(KERNEL_LAYERS))
+    # Every event as a JSON line on stdout.
+    json: bool = False
 
 
 @dataclass
@@ -215,9 +221,12 @@ def _cuda_version(attachments: list[_core.Attachment]) -> str:
 
 def run_trace(
     request: TraceRequest,
+    *,
     on_attach: Callable[[_core.Attachment], None] = lambda a: None,
     on_progress: Callable[[_core.TraceStats], None] = lambda s: None,
     on_warning: Callable[[str], None] = lambda w: None,
+    on_live: Callable[[_core.LiveView], None] | None = None,
+    on_stopping: Callable[[_core.TraceStats], None] = lambda s: None,
 ) -> TraceResult:
     """Traces `request` until its command exits, its pids are gone, the duration
     ends, or SIGINT/SIGTERM arrives; everything received is stored before returning."""
@@ -233,7 +242,9 @@ def run_trace(
     libraries = resolve_libraries(request)
 
     try:
-        tracer = _core.Tracer(trace_all=trace_all, ringbuf_bytes=request.ringbuf_bytes, nccl=request.nccl)
+        tracer = _core.Tracer(
+            trace_all=trace_all, ringbuf_bytes=request.ringbuf_bytes, nccl=request.nccl, layers=request.layers
+        )
         attacher = _Attacher(tracer, on_attach)
         for kind, path in libraries:
             attacher.attach(kind, path)
@@ -244,6 +255,7 @@ def run_trace(
     for pid in request.pids:
         tracer.add_target(pid)
     tracer.set_capture_stacks(request.stacks)
+    tracer.set_json(request.json)
     if request.sampling_rate is not None:
         tracer.set_sampling_rate(request.sampling_rate)
     sampling = AdaptiveSampling(time.monotonic()) if request.sampling_rate is None else None
@@ -251,8 +263,13 @@ def run_trace(
         f"duration={request.duration or 0} all_processes={int(trace_all)} nccl={int(request.nccl)} "
         f"sampling={request.sampling_rate or 'adaptive'} record_all={int(request.record_all)} "
         f"stack_samples={request.stack_samples} max_db={request.max_db_bytes} "
-        f"rollover={request.rollover_bytes}/{request.rollover_keep}"
+        f"rollover={request.rollover_bytes}/{request.rollover_keep} "
+        f"layers={','.join(request.layers) or 'none'}"
     )
+    # Imported here: ingero.check imports this module, and importing it first
+    # (the demo, the tests) would otherwise find it half initialised.
+    from ingero.check.gpu import driver_version, nvidia_gpus  # noqa: PLC0415
+
     trace_start_ns = time.time_ns()
     try:
         tracer.start(
@@ -279,9 +296,13 @@ def run_trace(
     chains.start()
     deadline = None if request.duration is None else time.monotonic() + request.duration
     next_rescan = time.monotonic() + RESCAN_SECONDS
+    next_live = time.monotonic()
 
     def tick() -> None:
-        nonlocal next_rescan
+        nonlocal next_rescan, next_live
+        if on_live is not None and time.monotonic() >= next_live:
+            on_live(tracer.live())
+            next_live = time.monotonic() + LIVE_SECONDS
         if time.monotonic() >= next_rescan:
             if trace_all:
                 attacher.rescan({RUNTIME, DRIVER} | ({NCCL} if request.nccl else set()))
@@ -317,6 +338,7 @@ def run_trace(
     except _core.IngeroError as err:
         raise TraceError(str(err)) from err
     finally:
+        on_stopping(tracer.stats())
         try:
             result.stats = tracer.stop()
         except _core.IngeroError as err:

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 
 from ingero.check.gpu import nvidia_gpus
 from ingero.cli.output import fail, stderr, stdout
@@ -30,7 +31,7 @@ def _print_measured(run: ScenarioRun) -> None:
     ops = op_summaries(run.db, run.pids)
     total = sum(o.total_ns for o in ops) or 1
     stdout.print(
-        f"{INDENT}traced {run.stored} calls from {len(run.pids)} process(es) in {run.seconds:.1f} s"
+        f"{INDENT}traced {run.stored} events from {len(run.pids)} process(es) in {run.seconds:.1f} s"
         + (f", {run.dropped} dropped" if run.dropped else "")
     )
     for o in ops[:3]:
@@ -56,7 +57,8 @@ def _print_verdict(run: ScenarioRun, analysed: bool) -> bool | None:
     explain(run)
     assert run.verdict is not None
     mark = "[green]found[/]" if run.verdict.found else "[red]not found[/]"
-    stdout.print(f"{INDENT}{mark}: {run.verdict.detail}")
+    # The detail names processes of this machine: data, not markup.
+    stdout.print(f"{INDENT}{mark}: {escape(run.verdict.detail)}")
     return run.verdict.found
 
 
@@ -134,7 +136,7 @@ def demo(
 
 
 def _warn(message: str) -> None:
-    stderr.print(f"[bold yellow]warning:[/] {message}")
+    stderr.print(f"[bold yellow]warning:[/] {escape(message)}")
 
 
 def register(app: typer.Typer) -> None:

@@ -10,6 +10,7 @@ from typing import Annotated, Any
 
 import typer
 from rich.table import Table
+from rich.text import Text
 
 from ingero import _core, codes
 from ingero.cli.output import fail, stdout, table_console
@@ -81,7 +82,7 @@ def query(  # noqa: PLR0917 - Typer maps each parameter to an option
     table = Table("time", "pid", "comm", "source", "op", "dur_us", "gpu", "arg0", "arg1", "ret", box=None)
     for e in selection.events:
         table.add_row(
-            _clock(e["timestamp"]), str(e["pid"]), e["comm"], e["source"], e["op"],
+            _clock(e["timestamp"]), str(e["pid"]), Text(e["comm"]), e["source"], e["op"],
             f"{e['duration_ns'] / 1000:.1f}", str(e["gpu_id"]), str(e["arg0"]), str(e["arg1"]),
             str(e["ret_code"]),
         )  # fmt: skip
@@ -107,7 +108,8 @@ def sql(
         return
     table = Table(*result.columns, box=None)
     for r in result.rows:
-        table.add_row(*("NULL" if v is None else str(v) for v in r))
+        # Text, not markup: a traced name such as "[/x]" is data.
+        table.add_row(*(Text("NULL" if v is None else str(v)) for v in r))
     table_console().print(table)
     more = f" (cut at {len(result.rows)}: raise --limit or narrow the query)" if result.truncated else ""
     stdout.print(f"{len(result.rows)} rows{more}")

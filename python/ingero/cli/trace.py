@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
-from contextlib import nullcontext
+from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.console import Console
+from rich.live import Live
+from rich.markup import escape
 from rich.status import Status
 
 from ingero import _core
-from ingero.capture.run import TraceError, TraceRequest, TraceResult, default_node, run_trace
+from ingero.capture.run import KERNEL_LAYERS, TraceError, TraceRequest, TraceResult, default_node, run_trace
+from ingero.cli import live
 from ingero.cli.output import fail, stderr, stdout
 from ingero.durations import parse_duration
 from ingero.sizes import parse_size
@@ -27,24 +31,29 @@ def _parse_pids(text: str) -> list[int]:
     return pids
 
 
-def _report(result: TraceResult, db: Path) -> None:
+def _report(result: TraceResult, db: Path, out: Console) -> None:
     s = result.stats
     lost = s["dropped"] + s["write_failed"]
-    stdout.print(
+    out.print(
         f"events: received {s['received']}, stored {s['stored']}, dropped {s['dropped']}"
         + (f", aggregated only {s['aggregated']}" if s["aggregated"] else "")
         + (f", sampled out {s['sampled_out']}" if s["sampled_out"] else "")
         + (f", write failures {s['write_failed']}" if s["write_failed"] else "")
     )
     if s["unpaired"]:
-        stdout.print(f"note: {s['unpaired']} calls were already in progress when tracing began")
+        out.print(f"note: {s['unpaired']} calls were already in progress when tracing began")
     if s["write_error"]:
         stderr.print(f"[bold red]warning:[/] writing failed: {s['write_error']}")
     if lost:
         stderr.print(f"[bold yellow]warning:[/] {lost} events were lost")
     if result.chains:
-        stdout.print(f"causal chains: {result.chains} stored (see them with `ingero explain --db {db}`)")
-    stdout.print(f"database: {db}")
+        out.print(f"causal chains: {result.chains} stored (see them with `ingero explain --db {db}`)")
+    if s["critical_dropped"]:
+        stderr.print(
+            f"[bold red]CRITICAL:[/] {s['critical_dropped']} exec/exit/fork/OOM events were dropped "
+            "(noted in the session's flags) -- this should never happen"
+        )
+    out.print(f"database: {db}")
 
 
 def trace(  # noqa: PLR0917 - Typer maps each parameter to an option
@@ -110,6 +119,15 @@ def trace(  # noqa: PLR0917 - Typer maps each parameter to an option
     db_rollover_keep: Annotated[
         int, typer.Option(help="Rolled-over files kept (the oldest are deleted).")
     ] = 6,
+    json_lines: Annotated[
+        bool, typer.Option("--json", help="Write every event as one JSON object per line on stdout.")
+    ] = False,
+    no_host: Annotated[
+        bool, typer.Option("--no-host", help="Skip scheduler, page-allocation and process-lifecycle events.")
+    ] = False,
+    no_io: Annotated[bool, typer.Option("--no-io", help="Skip block I/O events.")] = False,
+    no_tcp: Annotated[bool, typer.Option("--no-tcp", help="Skip TCP retransmit events.")] = False,
+    no_net: Annotated[bool, typer.Option("--no-net", help="Skip socket send/recv events.")] = False,
 ) -> None:
     """Trace CUDA calls into SQLite: `ingero trace -- CMD`, `ingero trace --pid N`, or, with
     neither, every process that maps a CUDA library (until --duration or Ctrl+C)."""
@@ -162,6 +180,12 @@ def trace(  # noqa: PLR0917 - Typer maps each parameter to an option
         max_db_bytes=max_db_bytes,
         rollover_bytes=rollover_bytes,
         rollover_keep=db_rollover_keep,
+        layers=[
+            layer
+            for layer, off in zip(KERNEL_LAYERS, (no_host, no_io, no_tcp, no_net), strict=True)
+            if not off
+        ],
+        json=json_lines,
     )
 
     def attached(a: _core.Attachment) -> None:
@@ -169,11 +193,28 @@ def trace(  # noqa: PLR0917 - Typer maps each parameter to an option
         stderr.print(f"attached {len(a['symbols'])} CUDA {a['kind']} probes to {a['library']}{missing}")
 
     target = f"pid {pid}" if pid else Path(request.command[0]).name if request.command else "all processes"
-    status = stderr.status(f"tracing {target}", spinner="dots") if stderr.is_terminal else nullcontext()
+    # The live table takes a terminal's stdout; JSON lines own stdout otherwise.
+    table = Live(console=stdout, auto_refresh=False) if stdout.is_terminal and not json_lines else None
+    status: AbstractContextManager[object] = (
+        table
+        if table is not None
+        else stderr.status(f"tracing {target}", spinner="dots")
+        if stderr.is_terminal
+        else nullcontext()
+    )
+
+    def show(view: _core.LiveView) -> None:
+        if table is not None:
+            table.update(live.render(view), refresh=True)
 
     def progress(s: _core.TraceStats) -> None:
         if isinstance(status, Status):
             status.update(f"tracing {target}: {s['stored']} events stored, {s['dropped']} dropped")
+
+    def stopping(s: _core.TraceStats) -> None:
+        # Removing probes takes a moment each, and a long trace's indexes are built now.
+        if stderr.is_terminal or s["stored"] >= 1_000_000:
+            stderr.print(f"stopping: removing the probes, then storing and indexing {s['stored']:,} events")
 
     try:
         with status:
@@ -181,11 +222,13 @@ def trace(  # noqa: PLR0917 - Typer maps each parameter to an option
                 request,
                 on_attach=attached,
                 on_progress=progress,
-                on_warning=lambda w: stderr.print(f"[bold yellow]warning:[/] {w}"),
+                on_warning=lambda w: stderr.print(f"[bold yellow]warning:[/] {escape(w)}"),
+                on_live=show if table is not None else None,
+                on_stopping=stopping,
             )
     except TraceError as err:
         fail(str(err))
-    _report(result, database)
+    _report(result, database, stderr if json_lines else stdout)
     if result.exit_code is not None and request.command:
         raise typer.Exit(result.exit_code)
 

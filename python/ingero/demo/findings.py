@@ -91,11 +91,16 @@ COLD_MIN_NS = 50_000_000
 TAIL_RATIO = 3.0
 
 
+GPU_SOURCES = ("CUDA", "DRIVER")
+
+
 def stat_matches(findings: Findings, expectation: Expectation) -> str | None:
     """The op statistic that shows the expected cause, worded, or None."""
     rows = [r for r in findings.op_stats if r.get("op_name") in expectation.ops]
-    if expectation.stat == "time_share" and findings.op_stats:
-        top = max(findings.op_stats, key=lambda r: _number(r, "wall_share"))
+    # Shares of the GPU calls' time: off-CPU time of the host layer is not a GPU op's.
+    gpu_ops = [r for r in findings.op_stats if r.get("source_name") in GPU_SOURCES]
+    if expectation.stat == "time_share" and gpu_ops:
+        top = max(gpu_ops, key=lambda r: _number(r, "wall_share"))
         if top in rows:
             share = 100 * _number(top, "wall_share")
             return f"{top['op_name']} takes {share:.0f}% of the wall time, the largest share"

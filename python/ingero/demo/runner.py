@@ -129,7 +129,8 @@ class DemoSession:
             raise DemoError(str(err)) from err
         libraries = self._libraries()
         try:
-            tracer = _core.Tracer(trace_all=False, ringbuf_bytes=8 << 20, nccl=False)
+            # The host layer: the CPU-contention and incident scenarios are explained by it.
+            tracer = _core.Tracer(trace_all=False, ringbuf_bytes=8 << 20, nccl=False, layers=["host"])
             for kind, path in libraries:
                 self.on_attach(tracer.attach(path, kind))
             for warning in tracer.warnings():

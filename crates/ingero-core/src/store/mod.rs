@@ -3,12 +3,14 @@
 
 mod aggregates;
 pub mod audit;
+mod host_rows;
 mod retention;
 pub mod rollover;
 pub mod selective;
 pub mod session;
 mod writer;
 
+pub use host_rows::record_critical_drops;
 pub use session::SessionInfo;
 pub use writer::{Batch, EventRow, Writer, WriterStats};
 

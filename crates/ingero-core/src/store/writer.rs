@@ -50,6 +50,9 @@ pub struct Batch {
     pub stacks: Vec<StackRow>,
     /// MCP requests served while the trace runs, numbered after `events`.
     pub tool_calls: Vec<ToolCall>,
+    /// System snapshots and cgroup names from the host side.
+    pub snapshots: Vec<crate::snapshot::SnapshotRow>,
+    pub cgroups: Vec<crate::capture::cgroup::CgroupRow>,
 }
 
 impl Batch {
@@ -74,6 +77,8 @@ pub struct WriterStats {
     pub failed: AtomicU64,
     /// The first write error, kept so the end-of-trace report can name it.
     pub first_error: Mutex<Option<String>>,
+    /// `stored`, by `events.source` (for the per-layer counts of the live view).
+    pub stored_by_source: [AtomicU64; 16],
 }
 
 /// Handle to the writer thread. Dropping the last sender ends the thread after
@@ -209,6 +214,9 @@ fn write_loop(
                 st.next_seq += stored + batch.tool_calls.len() as u64;
                 stats.stored.fetch_add(stored, Ordering::Relaxed);
                 stats.aggregated.fetch_add(batch.events.len() as u64 - stored, Ordering::Relaxed);
+                for (row, _) in batch.events.iter().zip(&keep).filter(|(_, kept)| **kept) {
+                    stats.stored_by_source[usize::from(row.source) % 16].fetch_add(1, Ordering::Relaxed);
+                }
             }
             Err(err) => {
                 stats.failed.fetch_add(batch.events.len() as u64, Ordering::Relaxed);
@@ -306,6 +314,7 @@ fn write_batch_tx(st: &mut State, batch: &Batch, keep: &[bool]) -> Result<u64> {
             audit::insert(&tx, &format!("{node}:{seq}"), node, call)?;
             seq += 1;
         }
+        super::host_rows::insert(&tx, &batch.snapshots, &batch.cgroups)?;
     }
     tx.commit()?;
     Ok(seq - *next_seq - batch.tool_calls.len() as u64)
