@@ -38,7 +38,8 @@ pub struct CallEvent {
     pub gpu_id: u32,
     /// The caller's user stack in the family's STACKS map, or -1.
     pub stack_id: i32,
-    pub _reserved: u32,
+    /// The caller's Python frames in the family's PY_STACKS map, or 0.
+    pub py_stack_id: u32,
 }
 
 /// Per-CPU counters the programs keep beside their ring buffer.

@@ -8,3 +8,4 @@
 
 pub mod codes;
 pub mod event;
+pub mod python;

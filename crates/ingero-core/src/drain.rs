@@ -21,7 +21,7 @@ use crate::{
     jsonl::JsonLines,
     live::LiveStats,
     store::{Batch, EventRow, Writer},
-    symbolize::StackResolver,
+    symbolize::{PythonStacks, StackResolver, py_stack_id},
 };
 
 /// Rows per batch: large enough that each SQLite transaction amortises its
@@ -163,7 +163,8 @@ fn drain_loop(
                     stats.malformed.fetch_add(1, Ordering::Relaxed);
                     continue;
                 };
-                let (stack_hash, new_stack) = stacks.resolve(family, row.stack_id, row.pid);
+                let (stack_hash, new_stack) =
+                    stacks.resolve(family, row.stack_id, py_stack_id(&record), row.pid);
                 row.stack_hash = stack_hash;
                 batch.stacks.extend(new_stack);
                 batch.events.push(row);
@@ -195,6 +196,7 @@ impl Drainer {
     pub fn spawn(
         rings: Vec<RingBuf<MapData>>,
         stack_maps: Vec<StackTraceMap<MapData>>,
+        python: Option<PythonStacks>,
         writer: Writer,
         wall_offset_ns: i64,
         extras: DrainExtras,
@@ -207,7 +209,7 @@ impl Drainer {
             .spawn(move || {
                 drain_loop(
                     rings,
-                    StackResolver::new(stack_maps),
+                    StackResolver::new(stack_maps, python),
                     writer,
                     wall_offset_ns,
                     &thread_stop,

@@ -7,6 +7,7 @@ pub mod clock;
 pub mod drain;
 pub mod jsonl;
 pub mod live;
+pub mod pyframes;
 pub mod snapshot;
 pub mod store;
 pub mod symbolize;

@@ -4,7 +4,7 @@
 
 use std::collections::{HashMap, HashSet};
 
-use aya::maps::{MapData, StackTraceMap};
+use aya::maps::{HashMap as BpfHashMap, MapData, StackTraceMap};
 use blazesym::{
     Pid,
     normalize::{Normalizer, UserMeta},
@@ -13,7 +13,10 @@ use blazesym::{
         source::{Elf, Source},
     },
 };
+use ingero_common::{event::CallEvent, python::PyStack};
 use serde_json::json;
+
+use crate::pyframes::{self, PyFrame};
 
 /// A new row for `stack_traces`.
 #[derive(Debug, Clone)]
@@ -25,14 +28,32 @@ pub struct StackRow {
     pub frames: String,
 }
 
+/// The Python side of the stacks: each family's PY_STACKS, and the Python
+/// processes whose code objects name the frames.
+pub struct PythonStacks {
+    pub maps: Vec<BpfHashMap<MapData, u32, PyStack>>,
+    pub processes: pyframes::Shared,
+}
+
+/// The event's `py_stack_id` (0: none), from its ring record.
+pub fn py_stack_id(record: &[u8]) -> u32 {
+    if record.len() < size_of::<CallEvent>() {
+        return 0;
+    }
+    // SAFETY: length checked; CallEvent is plain integers, valid for any bytes.
+    let event: CallEvent = unsafe { std::ptr::read_unaligned(record.as_ptr().cast()) };
+    event.py_stack_id
+}
+
 pub struct StackResolver {
     /// One stack map per probe family, in ring order.
     maps: Vec<StackTraceMap<MapData>>,
     symbolizer: Symbolizer,
     normalizer: Normalizer,
-    /// (family, stack id, pid) -> hash: a stack id is only meaningful with its
-    /// process's address space.
-    resolved: HashMap<(usize, u32, u32), i64>,
+    python: Option<PythonStacks>,
+    /// (family, stack id, Python stack id, pid) -> hash: ids are only
+    /// meaningful with their process's address space.
+    resolved: HashMap<(usize, u32, u32, u32), i64>,
     stored: HashSet<i64>,
 }
 
@@ -44,9 +65,10 @@ fn fnv1a(hash: u64, bytes: &[u8]) -> u64 {
 const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
 
 impl StackResolver {
-    pub fn new(maps: Vec<StackTraceMap<MapData>>) -> Self {
+    pub fn new(maps: Vec<StackTraceMap<MapData>>, python: Option<PythonStacks>) -> Self {
         Self {
             maps,
+            python,
             symbolizer: Symbolizer::new(),
             // Cache each process's maps at first sight, so stacks read after
             // it exited still normalise.
@@ -57,16 +79,39 @@ impl StackResolver {
     }
 
     /// The stack hash for an event, and the row to store if this stack is new.
-    pub fn resolve(&mut self, family: usize, stack_id: i32, pid: u32) -> (i64, Option<StackRow>) {
+    pub fn resolve(
+        &mut self,
+        family: usize,
+        stack_id: i32,
+        py_stack_id: u32,
+        pid: u32,
+    ) -> (i64, Option<StackRow>) {
         let Ok(id) = u32::try_from(stack_id) else { return (0, None) };
-        if let Some(&hash) = self.resolved.get(&(family, id, pid)) {
+        if let Some(&hash) = self.resolved.get(&(family, id, py_stack_id, pid)) {
             return (hash, None);
         }
         let Some(ips) = self.read_stack(family, id) else { return (0, None) };
-        let row = self.describe(pid, &ips);
-        self.resolved.insert((family, id, pid), row.hash);
+        let python = self.python_frames(family, py_stack_id, pid);
+        let row = self.describe(pid, &ips, &python);
+        self.resolved.insert((family, id, py_stack_id, pid), row.hash);
         let is_new = self.stored.insert(row.hash);
         (row.hash, is_new.then_some(row))
+    }
+
+    /// The Python frames the probes captured with this event, resolved.
+    fn python_frames(&self, family: usize, py_stack_id: u32, pid: u32) -> Vec<PyFrame> {
+        let Some(python) = &self.python else { return Vec::new() };
+        let Ok(mut processes) = python.processes.lock() else { return Vec::new() };
+        // Tracing every process, or a target the watcher has not looked at yet.
+        processes.examine(pid);
+        if py_stack_id == 0 {
+            return Vec::new();
+        }
+        let Some(stack) = python.maps.get(family).and_then(|m| m.get(&py_stack_id, 0).ok()) else {
+            return Vec::new();
+        };
+        let len = (stack.len as usize).min(stack.frames.len());
+        processes.resolve(pid, &stack.frames[..len])
     }
 
     fn read_stack(&self, family: usize, id: u32) -> Option<Vec<u64>> {
@@ -82,7 +127,16 @@ impl StackResolver {
     /// the kernel's frame-pointer walk went astray in code built without frame
     /// pointers, and what follows is stack garbage. A process gone before its
     /// first stack was read cannot be normalised: its raw addresses are hashed.
-    fn describe(&self, pid: u32, ips: &[u64]) -> StackRow {
+    ///
+    /// Python frames, `{"pf": file, "pfn": function, "pl": line}` as the
+    /// original Ingero stores them, go in before the first frame of the
+    /// interpreter (libpython or a static python executable), innermost first,
+    /// or at the end when no such frame was captured. Where several Python
+    /// frames ran in one `_PyEval_EvalFrameDefault` (3.11+ inlines Python
+    /// calls), which belongs to which C frame is not recorded, so all go in
+    /// together. They are part of the hash: the same native path from two
+    /// Python call sites is two stacks.
+    fn describe(&self, pid: u32, ips: &[u64], python: &[PyFrame]) -> StackRow {
         let mut hash = FNV_OFFSET;
         let mut frames: Vec<serde_json::Value> = Vec::new();
         match self.normalizer.normalize_user_addrs(Pid::from(pid), ips) {
@@ -101,6 +155,26 @@ impl StackResolver {
                     frames.push(json!({ "i": format!("{ip:#x}") }));
                 }
             }
+        }
+        if !python.is_empty() {
+            let is_interpreter =
+                |f: &serde_json::Value| f["m"].as_str().is_some_and(pyframes::is_interpreter_file);
+            let at = frames.iter().position(is_interpreter).unwrap_or(frames.len());
+            let py: Vec<serde_json::Value> = python
+                .iter()
+                .map(|f| {
+                    hash = fnv1a(hash, b"py");
+                    hash = fnv1a(hash, f.file.as_bytes());
+                    hash = fnv1a(hash, f.function.as_bytes());
+                    hash = fnv1a(hash, &f.line.unwrap_or(0).to_le_bytes());
+                    let mut frame = json!({ "pf": f.file, "pfn": f.function });
+                    if let Some(line) = f.line {
+                        frame["pl"] = json!(line);
+                    }
+                    frame
+                })
+                .collect();
+            frames.splice(at..at, py);
         }
         let ips_json: Vec<String> = ips.iter().map(|ip| format!("{ip:#x}")).collect();
         StackRow {

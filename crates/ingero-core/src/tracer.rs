@@ -7,7 +7,7 @@ use std::{
 };
 
 use anyhow::{Result, anyhow};
-use aya::maps::{Array, HashMap, MapData, PerCpuArray, RingBuf, StackTraceMap};
+use aya::maps::{Array, HashMap, IterableMap as _, MapData, PerCpuArray, RingBuf, StackTraceMap};
 use ingero_common::{codes::source, event::counter};
 
 use crate::{
@@ -20,8 +20,10 @@ use crate::{
     drain::{DrainExtras, DrainStats, Drainer},
     jsonl::JsonLines,
     live::{LiveStats, OpLive},
+    pyframes::{PythonProcesses, Watcher},
     snapshot::SnapshotRow,
     store::{self, SessionInfo, Writer, WriterStats, audit},
+    symbolize::PythonStacks,
 };
 
 /// Where every event went: `received == stored + aggregated + write_failed` once stopped, and
@@ -80,6 +82,10 @@ pub struct Tracer {
     /// Handed to the drainer at start, one of each per family, in order.
     events: Vec<RingBuf<MapData>>,
     stacks: Vec<StackTraceMap<MapData>>,
+    /// Python frames: handed to the drainer at start, with a watcher that
+    /// registers the targets that run Python.
+    python: Option<PythonStacks>,
+    python_watcher: Option<Watcher>,
     drainer: Option<Drainer>,
     /// Takes MCP tool calls into the trace while it runs.
     audit: Option<audit::Listener>,
@@ -106,8 +112,11 @@ impl Tracer {
     /// A layer that cannot load is a warning: CUDA tracing goes on without it.
     pub fn new(libraries: &[Library], trace_all: bool, ringbuf_bytes: u32, layers: &[Layer]) -> Result<Self> {
         let (mut probes, mut maps, mut events, mut stacks) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        let (mut py_procs, mut py_stacks) = (Vec::new(), Vec::new());
         for &library in libraries {
             let mut family = ProbeFamily::load(library, trace_all, ringbuf_bytes)?;
+            py_procs.push(family.take_py_procs()?);
+            py_stacks.push(family.take_py_stacks()?);
             maps.push(FamilyMaps {
                 library,
                 targets: family.take_targets()?,
@@ -133,6 +142,8 @@ impl Tracer {
             maps,
             events,
             stacks,
+            python: Some(PythonStacks { maps: py_stacks, processes: PythonProcesses::new(py_procs) }),
+            python_watcher: None,
             drainer: None,
             audit: None,
             drain_stats: Arc::default(),
@@ -248,6 +259,13 @@ impl Tracer {
         let mut rings = std::mem::take(&mut self.events);
         rings.extend(self.layer_maps.iter_mut().filter_map(|m| m.events.take()));
         let stacks = std::mem::take(&mut self.stacks);
+        let python = self.python.take();
+        if let (Some(python), Some(family)) = (&python, self.maps.first()) {
+            let targets = HashMap::try_from(aya::maps::Map::HashMap(MapData::from_id(
+                family.targets.map().info()?.id(),
+            )?))?;
+            self.python_watcher = Some(Watcher::spawn(Arc::clone(&python.processes), targets)?);
+        }
         let wall_offset = clock::monotonic_to_wall_offset();
         let (host_rows, host_rx) = std::sync::mpsc::channel();
         let host = self.layer_maps.iter_mut().find(|m| m.layer == Layer::Host);
@@ -269,7 +287,7 @@ impl Tracer {
             enroller: if self.trace_all { Some(TargetEnroller::new(&self.layer_maps)?) } else { None },
         };
         self.db = Some((db.to_owned(), session.clone()));
-        let drainer = Drainer::spawn(rings, stacks, writer, wall_offset, extras)?;
+        let drainer = Drainer::spawn(rings, stacks, python, writer, wall_offset, extras)?;
         self.drain_stats = drainer.stats();
         self.drainer = Some(drainer);
         Ok(())
@@ -349,6 +367,7 @@ impl Tracer {
         // bare metal), so a trace with many attachments takes a moment to stop.
         self.probes.clear();
         self.layers.clear();
+        self.python_watcher = None;
         // The listener holds a way into the writer, which ends only once it is gone.
         self.audit = None;
         // The host readers' last rows go through the drainer: stop them first.

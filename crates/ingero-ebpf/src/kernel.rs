@@ -115,7 +115,7 @@ impl KernelEvent {
             ret_code: self.ret_code,
             gpu_id: 0,
             stack_id: -1,
-            _reserved: 0,
+            py_stack_id: 0,
         }
     }
 }

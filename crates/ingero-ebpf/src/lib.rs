@@ -5,6 +5,8 @@
 //! families stay independent objects that user space loads one by one.
 #![no_std]
 
+mod python;
+
 use aya_ebpf::{
     bindings::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
     helpers::{
@@ -75,6 +77,8 @@ pub struct CallEntry {
     pub out_ptr: u64,
     /// Id of the caller's stack in STACKS, or -1.
     pub stack_id: i64,
+    /// Id of the caller's Python frames in PY_STACKS, or 0.
+    pub py_stack_id: u64,
 }
 
 #[map]
@@ -227,7 +231,16 @@ pub fn enter(ctx: &ProbeContext, source: u8, op: u8, arg0: u64, arg1: u64, out_p
     }
     let key = call_key(pid_tgid, source, op);
     let stack_id = if source == 0 { -1 } else { stack_id(ctx) };
-    let entry = CallEntry { timestamp_ns: now_ns(), arg0, arg1, out_ptr, stack_id };
+    // Python frames only beside a captured stack: off with --no-stack.
+    let py_stack_id = if stack_id < 0 { 0 } else { python::python_stack_id(pid_tgid) };
+    let entry = CallEntry {
+        timestamp_ns: now_ns(),
+        arg0,
+        arg1,
+        out_ptr,
+        stack_id,
+        py_stack_id: u64::from(py_stack_id),
+    };
     // A full map loses this call; the return probe counts it as unpaired.
     let _ = CALLS.insert(key, entry, 0);
 }
@@ -302,7 +315,7 @@ fn emit(source: u8, op: u8, pid_tgid: u64, entry: &CallEntry, arg1: u64, ret_cod
         // SAFETY: the value is copied out at once.
         gpu_id: unsafe { THREAD_DEVICE.get(pid_tgid) }.copied().unwrap_or(0),
         stack_id: entry.stack_id as i32,
-        _reserved: 0,
+        py_stack_id: entry.py_stack_id as u32,
     });
     // SAFETY: a read-only global patched by the loader.
     let wakeup_bytes = unsafe { core::ptr::read_volatile(&WAKEUP_BYTES) };

@@ -28,12 +28,14 @@ def _frames(text: str) -> tuple[list[str], list[str], bool]:
     for frame in frames if isinstance(frames, list) else []:
         if not isinstance(frame, dict):
             continue
-        symbol = str(frame.get("s") or frame.get("i") or "?")
-        where = str(frame.get("f") or frame.get("m") or "")
-        if frame.get("l"):
-            where += f":{frame['l']}"
-        native.append(symbol + (f" at {where}" if where else ""))
         py_func = frame.get("pfn") or frame.get("py_func")
+        # A Python frame merged into the native stack has no native part.
+        if not py_func or frame.get("s") or frame.get("i"):
+            symbol = str(frame.get("s") or frame.get("i") or "?")
+            where = str(frame.get("f") or frame.get("m") or "")
+            if frame.get("l"):
+                where += f":{frame['l']}"
+            native.append(symbol + (f" at {where}" if where else ""))
         if py_func:
             py_file = frame.get("pf") or frame.get("py_file") or ""
             py_line = frame.get("pl") or frame.get("py_line") or ""

@@ -250,6 +250,16 @@ impl ProbeFamily {
         Ok(aya::maps::StackTraceMap::try_from(self.take_map("STACKS")?)?)
     }
 
+    /// The Python processes the probes walk.
+    pub fn take_py_procs(&mut self) -> Result<HashMap<MapData, u32, ingero_common::python::PyProcess>> {
+        Ok(HashMap::try_from(self.take_map("PY_PROCS")?)?)
+    }
+
+    /// The Python frames the probes captured.
+    pub fn take_py_stacks(&mut self) -> Result<HashMap<MapData, u32, ingero_common::python::PyStack>> {
+        Ok(HashMap::try_from(self.take_map("PY_STACKS")?)?)
+    }
+
     pub fn take_settings(&mut self) -> Result<aya::maps::Array<MapData, u32>> {
         Ok(aya::maps::Array::try_from(self.take_map("SETTINGS")?)?)
     }
