@@ -19,12 +19,11 @@ pub struct Retention {
     /// The largest WAL seen: one batch's pages land there before a checkpoint
     /// moves them, so that much room is kept free of the database proper.
     wal_peak: u64,
-    pub pruned_events: u64,
 }
 
 impl Retention {
     pub fn new(cap_bytes: u64) -> Self {
-        Self { cap_bytes, wal: None, wal_peak: 0, pruned_events: 0 }
+        Self { cap_bytes, wal: None, wal_peak: 0 }
     }
 
     /// The WAL may hold this much; it counts against the cap.
@@ -70,7 +69,6 @@ impl Retention {
         }
         tx.execute("DELETE FROM mcp_calls WHERE event_id NOT IN (SELECT id FROM events)", [])?;
         tx.commit()?;
-        self.pruned_events += prune as u64;
         // Give the pages back (auto_vacuum=INCREMENTAL on databases we created),
         // then let the WAL restart from its beginning.
         conn.execute_batch("PRAGMA incremental_vacuum; PRAGMA wal_checkpoint(TRUNCATE);")?;
