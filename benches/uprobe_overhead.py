@@ -37,6 +37,12 @@ BPFTRACE_LATENCY = (
     "uretprobe:{lib}:cudaLaunchKernel /@start[tid]/ "
     "{{ @ns = hist(nsecs - @start[tid]); delete(@start[tid]); }}"
 )
+# The same, keyed by the caller's user stack, as ingero keeps one per call by default.
+BPFTRACE_LATENCY_BY_STACK = (
+    "uprobe:{lib}:cudaLaunchKernel {{ @start[tid] = nsecs; }} "
+    "uretprobe:{lib}:cudaLaunchKernel /@start[tid]/ "
+    "{{ @ns[ustack] = hist(nsecs - @start[tid]); delete(@start[tid]); }}"
+)
 
 
 def build_call_loop() -> Path:
@@ -105,6 +111,9 @@ def main() -> None:
         "bpftrace (pair + latency map)": lambda: with_bpftrace(
             BPFTRACE_LATENCY, lambda: call_loop(binary, args.calls)
         ),
+        "bpftrace (pair + latency by stack)": lambda: with_bpftrace(
+            BPFTRACE_LATENCY_BY_STACK, lambda: call_loop(binary, args.calls)
+        ),
         "ingero trace": lambda: with_ingero(binary, args.calls),
         "ingero trace --no-stack": lambda: with_ingero(binary, args.calls, "--no-stack"),
     }
@@ -115,22 +124,27 @@ def main() -> None:
     ns = {name: statistics.median(values) for name, values in samples.items()}
     bare = ns["bare call"]
     added = {name: ns[name] - bare for name in ns}
-    print(f"{'configuration':<32} {'ns/call':>9} {'added ns':>9}")
+    print(f"{'configuration':<36} {'ns/call':>9} {'added ns':>9}")
     for name in configs:
-        print(f"{name:<32} {ns[name]:>9.1f} {added[name]:>9.1f}")
-    vs_empty = added["ingero trace"] / added["empty uprobe pair"]
-    vs_bpftrace = added["ingero trace"] / added["bpftrace (pair + latency map)"]
-    print(f"ingero / empty pair: {vs_empty:.3f}x   ingero / bpftrace: {vs_bpftrace:.3f}x")
-    no_stack = added["ingero trace --no-stack"]
-    print(f"without stacks: {no_stack / added['empty uprobe pair']:.3f}x the empty pair")
+        print(f"{name:<36} {ns[name]:>9.1f} {added[name]:>9.1f}")
+    # Like for like: stacks against bpftrace keyed by stack, no stacks against plain latency.
+    stacks, no_stack = added["ingero trace"], added["ingero trace --no-stack"]
+    empty = added["empty uprobe pair"]
+    ratios = {
+        "ingero_vs_empty_pair": stacks / empty,
+        "ingero_no_stack_vs_empty_pair": no_stack / empty,
+        "ingero_vs_bpftrace_by_stack": stacks / added["bpftrace (pair + latency by stack)"],
+        "ingero_no_stack_vs_bpftrace": no_stack / added["bpftrace (pair + latency map)"],
+    }
+    for name, ratio in ratios.items():
+        print(f"{name:<36} {ratio:>9.3f}x")
     if args.json:
         result = {
             "machine": f"{platform.node()} {platform.release()} {os.cpu_count()} cpus",
             "calls": args.calls,
             "rounds": args.rounds,
             "ns_per_call": ns,
-            "ingero_vs_empty_pair": vs_empty,
-            "ingero_vs_bpftrace": vs_bpftrace,
+            **ratios,
         }
         args.json.write_text(json.dumps(result, indent=2) + "\n")
 

@@ -43,13 +43,13 @@ fn cache_dir() -> Option<PathBuf> {
         .or_else(|| env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/ingero")))
 }
 
-/// Sets what the nested eBPF cargo inherits: aya-ebpf's one unstable feature
-/// gate, and bpf-linker on PATH when it lives only in ingero's cache.
+/// Sets what the nested eBPF cargo inherits: the unstable feature gates of
+/// aya-ebpf and ingero-ebpf (atomic compare-and-swap), and bpf-linker on PATH when it lives only in ingero's cache.
 fn prepare_child_env() -> anyhow::Result<()> {
     println!("cargo:rerun-if-env-changed=INGERO_CACHE_DIR");
     // SAFETY: build scripts are single-threaded until aya-build spawns cargo.
     if env::var_os("RUSTC_BOOTSTRAP").is_none() {
-        unsafe { env::set_var("RUSTC_BOOTSTRAP", "aya_ebpf") };
+        unsafe { env::set_var("RUSTC_BOOTSTRAP", "aya_ebpf,ingero_ebpf") };
     }
     let path = env::var_os("PATH").unwrap_or_default();
     let on_path = env::split_paths(&path).any(|dir| dir.join("bpf-linker").is_file());

@@ -66,17 +66,21 @@ def traced_calls(summary: Path) -> int:
     return sum(apis[s]["calls"] for s in TRACED if s in apis)
 
 
+# The probes pair a call's entry and return in a per-thread slot, or in a hash
+# map when the slot is another thread's: one shared slot drives that path.
+@pytest.mark.parametrize("call_slots", [None, "1"], ids=["own slots", "threads share one slot"])
 def test_each_call_becomes_one_row_with_its_arguments(
-    tmp_path: Path, simcuda_lib: Path, db_rows: Any
+    tmp_path: Path, simcuda_lib: Path, db_rows: Any, call_slots: str | None
 ) -> None:
     db, summary = tmp_path / "trace.db", tmp_path / "workload.json"
     malloc_bytes, memcpy_bytes = 4 * MIB, 1 * MIB
     started_ns = time.time_ns()
+    env = dict(os.environ, INGERO_CALL_SLOTS=call_slots) if call_slots else None
     run = trace_workload(
         db,
         simcuda_lib,
         summary,
-        "--threads=2",
+        "--threads=3",
         "--streams=1",
         "--mallocs=7",
         "--frees=5",
@@ -88,6 +92,7 @@ def test_each_call_becomes_one_row_with_its_arguments(
         f"--malloc-bytes={malloc_bytes}",
         f"--memcpy-bytes={memcpy_bytes}",
         "--memcpy-kind=2",
+        env=env,
     )
     assert run.returncode == 0, run.stderr
     made = load_json(summary)

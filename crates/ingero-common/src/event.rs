@@ -42,6 +42,10 @@ pub struct CallEvent {
     pub py_stack_id: u32,
 }
 
+/// Per-thread slots for calls in progress in each probe family (a power of
+/// two); threads whose slot is taken fall back to a hash map.
+pub const CALL_SLOTS: u32 = 16384;
+
 /// Per-CPU counters the programs keep beside their ring buffer.
 pub mod counter {
     /// Records lost because the ring buffer had no room.

@@ -157,6 +157,18 @@ fn permission_hint(err: &(dyn std::error::Error + 'static)) -> bool {
     false
 }
 
+/// Per-thread call slots the probes use before their hash map (see the eBPF
+/// crate's CALL_SLOTS): all of them, unless `INGERO_CALL_SLOTS` asks for
+/// fewer so that tests can make threads share slots.
+fn call_slots() -> Result<u32> {
+    const ALL: u32 = ingero_common::event::CALL_SLOTS;
+    let Ok(value) = std::env::var("INGERO_CALL_SLOTS") else { return Ok(ALL) };
+    match value.parse::<u32>() {
+        Ok(n) if n.is_power_of_two() && n <= ALL => Ok(n),
+        _ => bail!("INGERO_CALL_SLOTS={value}: not a power of two from 1 to {ALL}"),
+    }
+}
+
 fn raise_memlock_limit() {
     // Kernels before 5.11 charge BPF maps to RLIMIT_MEMLOCK; later ones use the
     // memory cgroup, where this is a harmless no-op.
@@ -180,7 +192,9 @@ impl ProbeFamily {
         // Wake the drainer once a quarter of the ring is waiting; otherwise it
         // polls (drain.rs), so a burst never fills the ring before it is read.
         let wakeup_bytes = u64::from(ringbuf_bytes / 4);
+        let call_slot_mask = call_slots()? - 1;
         let mut ebpf = EbpfLoader::new()
+            .override_global("CALL_SLOT_MASK", &call_slot_mask, true)
             .override_global("TRACE_ALL", &trace_all, true)
             .override_global("FORK_CHILD_PID_OFFSET", &child_pid_offset, true)
             .override_global("WAKEUP_BYTES", &wakeup_bytes, true)
