@@ -436,6 +436,51 @@ def test_a_flood_that_overruns_the_ring_buffer_is_counted_exactly(
     assert db_rows(db, "SELECT COUNT(*) FROM events") == [(stored,)]
 
 
+GRAPH_CALLS = ("cudaStreamBeginCapture", "cudaStreamEndCapture", "cudaGraphInstantiate", "cudaGraphLaunch")
+
+
+def test_graph_calls_have_their_own_ring_and_survive_a_launch_flood(
+    tmp_path: Path, simcuda_lib: Path, db_rows: Any
+) -> None:
+    # One process floods cudaLaunchKernel through a 4 KiB runtime ring; a second
+    # captures, instantiates and launches graphs while the flood is on.
+    db = tmp_path / "trace.db"
+    flood = shlex.join(
+        workload_cmd(simcuda_lib, tmp_path / "flood.json", "--threads=2", "--launches=60000", "--kernel-ns=0")
+    )
+    graphs = shlex.join(
+        workload_cmd(simcuda_lib, tmp_path / "graphs.json", "--threads=2", "--graph-launches=40")
+    )
+    run = run_cli(
+        "trace", *CUDA_ONLY, "--record-all", "--ringbuf-size", "4096", "--db", str(db),
+        "--cuda-lib", str(simcuda_lib), "--", "sh", "-c", f"{flood} & sleep 0.5; {graphs}; wait",
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr
+    counts = trace_counts(run.stdout)
+    assert counts["dropped"] > 0, "the flood should overrun the 4 KiB runtime ring"
+
+    made = load_json(tmp_path / "graphs.json")
+    stored = dict(
+        db_rows(db, "SELECT op, COUNT(*) FROM events WHERE source = 8 AND pid = ? GROUP BY op", made["pid"])
+    )
+    ops = dict(db_rows(db, "SELECT name, op_id FROM ops WHERE source_id = 8"))
+    names = {"cudaStreamBeginCapture": "graphBeginCapture", "cudaStreamEndCapture": "graphEndCapture",
+             "cudaGraphInstantiate": "graphInstantiate", "cudaGraphLaunch": "graphLaunch"}  # fmt: skip
+    for call in GRAPH_CALLS:
+        assert stored.get(ops[names[call]], 0) == made["apis"][call]["calls"], call
+
+    # The graph calls were made while the flood was going on.
+    flood_pid = load_json(tmp_path / "flood.json")["pid"]
+    ((flood_start, flood_end),) = db_rows(
+        db, "SELECT MIN(timestamp), MAX(timestamp) FROM events WHERE pid = ?", flood_pid
+    )
+    ((graph_start, graph_end),) = db_rows(
+        db, "SELECT MIN(timestamp), MAX(timestamp) FROM events WHERE source = 8"
+    )
+    assert flood_start < graph_start
+    assert graph_end < flood_end
+
+
 def test_children_of_the_traced_command_are_traced_from_their_start(
     tmp_path: Path, simcuda_lib: Path, db_rows: Any
 ) -> None:

@@ -58,7 +58,9 @@ pub mod counter {
     /// Exec/exit/fork/OOM records lost because the host family's critical
     /// ring had no room: never expected, reported loudly when it happens.
     pub const CRITICAL_FULL: u32 = 3;
-    pub const COUNT: u32 = 4;
+    /// CUDA Graph records lost because their own ring had no room.
+    pub const GRAPH_FULL: u32 = 4;
+    pub const COUNT: u32 = 5;
 }
 
 #[cfg(feature = "user")]

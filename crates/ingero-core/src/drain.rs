@@ -138,7 +138,7 @@ fn has_rows(batch: &Batch) -> bool {
 }
 
 fn drain_loop(
-    mut rings: Vec<RingBuf<MapData>>,
+    mut rings: Vec<(usize, RingBuf<MapData>)>,
     mut stacks: StackResolver,
     writer: Writer,
     wall_offset_ns: i64,
@@ -147,8 +147,10 @@ fn drain_loop(
     mut extras: DrainExtras,
 ) -> Result<()> {
     let mut cgroups = CgroupResolver::default();
-    let mut pollfds: Vec<libc::pollfd> =
-        rings.iter().map(|r| libc::pollfd { fd: r.as_raw_fd(), events: libc::POLLIN, revents: 0 }).collect();
+    let mut pollfds: Vec<libc::pollfd> = rings
+        .iter()
+        .map(|(_, r)| libc::pollfd { fd: r.as_raw_fd(), events: libc::POLLIN, revents: 0 })
+        .collect();
     let mut batch = Batch::with_capacity(BATCH_ROWS);
     let mut batch_started = Instant::now();
     loop {
@@ -156,7 +158,7 @@ fn drain_loop(
         // event was produced still sees that event drained.
         let stopping = stop.load(Ordering::Acquire);
         let mut first_new = batch.events.len();
-        for (family, ring) in rings.iter_mut().enumerate() {
+        for (family, ring) in &mut rings {
             while let Some(record) = ring.next() {
                 stats.received.fetch_add(1, Ordering::Relaxed);
                 let Some(mut row) = parse_record(&record, wall_offset_ns) else {
@@ -164,7 +166,7 @@ fn drain_loop(
                     continue;
                 };
                 let (stack_hash, new_stack) =
-                    stacks.resolve(family, row.stack_id, py_stack_id(&record), row.pid);
+                    stacks.resolve(*family, row.stack_id, py_stack_id(&record), row.pid);
                 row.stack_hash = stack_hash;
                 batch.stacks.extend(new_stack);
                 batch.events.push(row);
@@ -193,8 +195,10 @@ fn drain_loop(
 }
 
 impl Drainer {
+    /// `rings` pairs each ring buffer with the index of its family's stack
+    /// maps in `stack_maps` (any other index for rings without stacks).
     pub fn spawn(
-        rings: Vec<RingBuf<MapData>>,
+        rings: Vec<(usize, RingBuf<MapData>)>,
         stack_maps: Vec<StackTraceMap<MapData>>,
         python: Option<PythonStacks>,
         writer: Writer,

@@ -80,7 +80,8 @@ pub struct Tracer {
     probes: Vec<ProbeFamily>,
     maps: Vec<FamilyMaps>,
     /// Handed to the drainer at start, one of each per family, in order.
-    events: Vec<RingBuf<MapData>>,
+    /// Ring buffers of the probe families, each with its family's index.
+    events: Vec<(usize, RingBuf<MapData>)>,
     stacks: Vec<StackTraceMap<MapData>>,
     /// Python frames: handed to the drainer at start, with a watcher that
     /// registers the targets that run Python.
@@ -123,7 +124,9 @@ impl Tracer {
                 settings: family.take_settings()?,
                 counters: family.take_counters()?,
             });
-            events.push(family.take_events()?);
+            // Each ring goes with its family's index, which names its stack maps.
+            events.push((stacks.len(), family.take_events()?));
+            events.extend(family.take_graph_events()?.map(|ring| (stacks.len(), ring)));
             stacks.push(family.take_stacks()?);
             probes.push(family);
         }
@@ -257,7 +260,10 @@ impl Tracer {
             self.audit = Some(socket.serve(sender)?);
         }
         let mut rings = std::mem::take(&mut self.events);
-        rings.extend(self.layer_maps.iter_mut().filter_map(|m| m.events.take()));
+        // Kernel-event layers carry no user stacks: no family.
+        rings.extend(
+            self.layer_maps.iter_mut().filter_map(|m| m.events.take()).map(|ring| (usize::MAX, ring)),
+        );
         let stacks = std::mem::take(&mut self.stacks);
         let python = self.python.take();
         if let (Some(python), Some(family)) = (&python, self.maps.first()) {
@@ -313,17 +319,25 @@ impl Tracer {
         let received = |sources: &[u8]| -> u64 { sources.iter().map(|&s| self.live.received(s)).sum() };
         let mut layers = Vec::new();
         for m in &self.maps {
-            let (name, sources): (&'static str, &[u8]) = match m.library {
-                Library::Runtime => ("cuda", &[source::CUDA, source::CUDA_GRAPH]),
-                Library::Driver => ("driver", &[source::DRIVER]),
-                Library::Nccl => ("nccl", &[source::NCCL]),
+            let (name, source) = match m.library {
+                Library::Runtime => ("cuda", source::CUDA),
+                Library::Driver => ("driver", source::DRIVER),
+                Library::Nccl => ("nccl", source::NCCL),
             };
             layers.push(LayerCounts {
                 name,
-                received: received(sources),
-                stored: stored(sources),
+                received: received(&[source]),
+                stored: stored(&[source]),
                 dropped: count(&m.counters, counter::RINGBUF_FULL),
             });
+            if m.library == Library::Runtime {
+                layers.push(LayerCounts {
+                    name: "graph",
+                    received: received(&[source::CUDA_GRAPH]),
+                    stored: stored(&[source::CUDA_GRAPH]),
+                    dropped: count(&m.counters, counter::GRAPH_FULL),
+                });
+            }
         }
         for m in &self.layer_maps {
             let sources = [m.layer.source()];
@@ -349,7 +363,9 @@ impl Tracer {
             received: self.drain_stats.received.load(Ordering::Relaxed),
             stored: self.writer_stats.stored.load(Ordering::Relaxed),
             aggregated: self.writer_stats.aggregated.load(Ordering::Relaxed),
-            dropped: self.kernel_counter(counter::RINGBUF_FULL) + self.kernel_counter(counter::CRITICAL_FULL),
+            dropped: self.kernel_counter(counter::RINGBUF_FULL)
+                + self.kernel_counter(counter::GRAPH_FULL)
+                + self.kernel_counter(counter::CRITICAL_FULL),
             unpaired: self.kernel_counter(counter::UNPAIRED_RETURN),
             sampled_out: self.kernel_counter(counter::SAMPLED_OUT),
             malformed: self.drain_stats.malformed.load(Ordering::Relaxed),

@@ -12,7 +12,7 @@ mod atomic;
 mod python;
 
 use aya_ebpf::{
-    bindings::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
+    bindings::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP, BPF_RB_RING_SIZE},
     helpers::{
         bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read_user,
         generated::bpf_get_current_cgroup_id,
@@ -21,7 +21,10 @@ use aya_ebpf::{
     maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf, StackTrace},
     programs::{ProbeContext, RetProbeContext, TracePointContext, tracing::StackIdContext as _},
 };
-use ingero_common::event::{self, CallEvent, EventHeader, counter};
+use ingero_common::{
+    codes::source,
+    event::{self, CallEvent, EventHeader, counter},
+};
 
 pub mod kernel;
 
@@ -157,6 +160,12 @@ fn take_from_slot(pid_tgid: u64, key: &CallKey) -> Option<CallEntry> {
 
 #[map]
 static EVENTS: RingBuf = RingBuf::with_byte_size(8 << 20, 0);
+
+/// CUDA Graph lifecycle records, in a ring of their own: a flood of kernel
+/// launches that fills EVENTS must not cost the few captures and
+/// instantiations that explain a graph's launches. Sized by the loader.
+#[map]
+static GRAPH_EVENTS: RingBuf = RingBuf::with_byte_size(1 << 20, 0);
 
 /// Unread bytes in EVENTS past which a submit wakes the drainer; below it the
 /// drainer finds events on its own short poll. Waking it per event would cost
@@ -315,8 +324,10 @@ fn is_target(pid: u32) -> bool {
 #[inline(always)]
 pub fn enter(ctx: &ProbeContext, source: u8, op: u8, arg0: u64, arg1: u64, out_ptr: u64) {
     let pid_tgid = bpf_get_current_pid_tgid();
-    // Source 0 is bookkeeping (cudaSetDevice), never stored, so never sampled.
-    if !is_target((pid_tgid >> 32) as u32) || (source != 0 && !sampled_in(sampling_rate())) {
+    // Source 0 is bookkeeping (cudaSetDevice), never stored, so never sampled;
+    // graph calls are few and each one matters to the graph's story.
+    let sampled = source == 0 || source == source::CUDA_GRAPH || sampled_in(sampling_rate());
+    if !is_target((pid_tgid >> 32) as u32) || !sampled {
         return;
     }
     let key = call_key(pid_tgid, source, op);
@@ -385,8 +396,13 @@ pub fn arg1_from_out_param(_: u64, entry: &CallEntry, ret_code: i32) -> u64 {
 #[inline(always)]
 fn emit(source: u8, op: u8, pid_tgid: u64, entry: &CallEntry, arg1: u64, ret_code: i32) {
     let now = now_ns();
-    let Some(mut slot) = EVENTS.reserve::<CallEvent>(0) else {
-        bump(counter::RINGBUF_FULL);
+    let (ring, full) = if source == source::CUDA_GRAPH {
+        (&GRAPH_EVENTS, counter::GRAPH_FULL)
+    } else {
+        (&EVENTS, counter::RINGBUF_FULL)
+    };
+    let Some(mut slot) = ring.reserve::<CallEvent>(0) else {
+        bump(full);
         return;
     };
     let header = EventHeader {
@@ -411,9 +427,13 @@ fn emit(source: u8, op: u8, pid_tgid: u64, entry: &CallEntry, arg1: u64, ret_cod
         stack_id: entry.stack_id as i32,
         py_stack_id: entry.py_stack_id as u32,
     });
-    // SAFETY: a read-only global patched by the loader.
-    let wakeup_bytes = unsafe { core::ptr::read_volatile(&WAKEUP_BYTES) };
-    let pending = EVENTS.query(BPF_RB_AVAIL_DATA.into());
+    let wakeup_bytes = if source == source::CUDA_GRAPH {
+        ring.query(BPF_RB_RING_SIZE.into()) / 4
+    } else {
+        // SAFETY: a read-only global patched by the loader.
+        unsafe { core::ptr::read_volatile(&WAKEUP_BYTES) }
+    };
+    let pending = ring.query(BPF_RB_AVAIL_DATA.into());
     slot.submit(if pending >= wakeup_bytes { BPF_RB_FORCE_WAKEUP } else { BPF_RB_NO_WAKEUP }.into());
 }
 

@@ -169,6 +169,12 @@ fn call_slots() -> Result<u32> {
     }
 }
 
+/// The CUDA Graph ring: an eighth of the main one, at least 64 KiB (graph
+/// calls are rare; a ring can only be a power-of-two number of pages).
+fn graph_ringbuf_bytes(ringbuf_bytes: u32) -> u32 {
+    (ringbuf_bytes / 8).max(64 << 10)
+}
+
 fn raise_memlock_limit() {
     // Kernels before 5.11 charge BPF maps to RLIMIT_MEMLOCK; later ones use the
     // memory cgroup, where this is a harmless no-op.
@@ -199,6 +205,7 @@ impl ProbeFamily {
             .override_global("FORK_CHILD_PID_OFFSET", &child_pid_offset, true)
             .override_global("WAKEUP_BYTES", &wakeup_bytes, true)
             .map_max_entries("EVENTS", ringbuf_bytes)
+            .map_max_entries("GRAPH_EVENTS", graph_ringbuf_bytes(ringbuf_bytes))
             .load(object)
             .map_err(|err| {
                 if permission_hint(&err) {
@@ -258,6 +265,14 @@ impl ProbeFamily {
 
     pub fn take_events(&mut self) -> Result<RingBuf<MapData>> {
         Ok(RingBuf::try_from(self.take_map("EVENTS")?)?)
+    }
+
+    /// The CUDA Graph ring, which only the runtime family fills.
+    pub fn take_graph_events(&mut self) -> Result<Option<RingBuf<MapData>>> {
+        if self.library != Library::Runtime {
+            return Ok(None);
+        }
+        Ok(Some(RingBuf::try_from(self.take_map("GRAPH_EVENTS")?)?))
     }
 
     pub fn take_stacks(&mut self) -> Result<aya::maps::StackTraceMap<MapData>> {
