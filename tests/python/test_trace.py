@@ -291,6 +291,28 @@ def test_each_call_carries_the_device_its_thread_selected(
     assert db_rows(db, "SELECT DISTINCT gpu_id FROM events") == [(1,)]
 
 
+@pytest.mark.parametrize("context", ["cuCtxCreate", "primary context"])
+def test_driver_calls_carry_the_device_of_their_current_context(
+    tmp_path: Path, simcuda_lib: Path, db_rows: Any, context: str
+) -> None:
+    # A context made current by creating it, or the runtime's way: retain the
+    # device's primary context, then cuCtxSetCurrent.
+    db, summary = tmp_path / "trace.db", tmp_path / "w.json"
+    driver_lib = simcuda_lib.parent / "libcuda.so.1"
+    flags = ["--device=1", "--driver-allocs=2", "--driver-memcpys=2", "--driver-syncs=2"]
+    if context == "primary context":
+        flags.append("--driver-primary-context")
+    run = run_cli(
+        "trace", *CUDA_ONLY, "--db", str(db), "--cuda-lib", str(driver_lib), "--",
+        *workload_cmd(simcuda_lib, summary, "--driver-lib", str(driver_lib), *flags),
+        env=dict(os.environ, SIMCUDA_DEVICE_COUNT="2"),
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr
+    apis = load_json(summary)["apis"]
+    made = sum(apis[s]["calls"] for s in ("cuMemAlloc_v2", "cuMemcpy", "cuCtxSynchronize"))
+    assert db_rows(db, "SELECT gpu_id, COUNT(*) FROM events WHERE source = 4 GROUP BY gpu_id") == [(1, made)]
+
+
 def wait_for_line(stream: Any, needle: str, timeout: float = 30) -> str:
     """Reads `stream` until a line contains `needle` (or fails after `timeout`)."""
     deadline = time.monotonic() + timeout

@@ -389,6 +389,62 @@ SIM_API CUresult cuCtxDestroy_v2(CUcontext ctx)
     return drv_ctx_destroy(ctx);
 }
 
+/*
+ * Primary contexts, one per device, as the runtime uses them: retained (not
+ * made current) and then made current with cuCtxSetCurrent. They live until
+ * the process ends; release only drops the count.
+ */
+#define SIM_MAX_DEVICES 16
+static struct drv_ctx *drv_primary[SIM_MAX_DEVICES]; /* guarded by sim_lock */
+static int drv_primary_refs[SIM_MAX_DEVICES];
+
+SIM_API CUresult cuDevicePrimaryCtxRetain(CUcontext *pctx, CUdevice dev)
+{
+    struct drv_ctx *c;
+
+    if (!drv_is_init())
+        return CUDA_ERROR_NOT_INITIALIZED;
+    if (pctx == NULL)
+        return CUDA_ERROR_INVALID_VALUE;
+    if (dev < 0 || dev >= sim_config()->device_count || dev >= SIM_MAX_DEVICES)
+        return CUDA_ERROR_INVALID_DEVICE;
+    pthread_mutex_lock(&sim_lock);
+    c = drv_primary[dev];
+    if (c == NULL) {
+        c = calloc(1, sizeof(*c));
+        if (c == NULL) {
+            pthread_mutex_unlock(&sim_lock);
+            return CUDA_ERROR_OUT_OF_MEMORY;
+        }
+        c->magic = DRV_CTX_MAGIC;
+        c->device = dev;
+        c->next = drv_ctxs;
+        drv_ctxs = c;
+        drv_primary[dev] = c;
+    }
+    drv_primary_refs[dev]++;
+    pthread_mutex_unlock(&sim_lock);
+    *pctx = (CUcontext)(void *)c;
+    return CUDA_SUCCESS;
+}
+
+SIM_API CUresult cuDevicePrimaryCtxRelease_v2(CUdevice dev)
+{
+    CUresult e = CUDA_SUCCESS;
+
+    if (!drv_is_init())
+        return CUDA_ERROR_NOT_INITIALIZED;
+    if (dev < 0 || dev >= sim_config()->device_count || dev >= SIM_MAX_DEVICES)
+        return CUDA_ERROR_INVALID_DEVICE;
+    pthread_mutex_lock(&sim_lock);
+    if (drv_primary_refs[dev] == 0)
+        e = CUDA_ERROR_INVALID_CONTEXT;
+    else
+        drv_primary_refs[dev]--;
+    pthread_mutex_unlock(&sim_lock);
+    return e;
+}
+
 SIM_API CUresult cuCtxSetCurrent(CUcontext ctx)
 {
     struct drv_ctx *c = (struct drv_ctx *)(void *)ctx;

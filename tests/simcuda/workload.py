@@ -269,6 +269,9 @@ DRIVER_SIGS: dict[str, tuple[Any, list[Any]]] = {
     "cuDeviceGet": (ctypes.c_int, [c_int_p, ctypes.c_int]),
     "cuCtxCreate_v2": (ctypes.c_int, [c_void_pp, ctypes.c_uint, ctypes.c_int]),
     "cuCtxDestroy_v2": (ctypes.c_int, [ctypes.c_void_p]),
+    "cuDevicePrimaryCtxRetain": (ctypes.c_int, [c_void_pp, ctypes.c_int]),
+    "cuDevicePrimaryCtxRelease_v2": (ctypes.c_int, [ctypes.c_int]),
+    "cuCtxSetCurrent": (ctypes.c_int, [ctypes.c_void_p]),
     "cuCtxSynchronize": (ctypes.c_int, []),
     "cuMemAlloc_v2": (ctypes.c_int, [c_u64_p, ctypes.c_size_t]),
     "cuMemAllocManaged": (ctypes.c_int, [c_u64_p, ctypes.c_size_t, ctypes.c_uint]),
@@ -869,13 +872,28 @@ def drec(api: str, rc: int, ns: int, **kw: Any) -> int:
     return rc
 
 
-def driver_context(drv: CudaLib, model: Model, device: int) -> int | None:
-    """cuInit, cuDeviceGet, cuCtxCreate_v2 (which makes it current); the context, or None."""
+def driver_primary_context(drv: CudaLib, device: int) -> int | None:
+    """cuDevicePrimaryCtxRetain, then cuCtxSetCurrent; the context, or None."""
+    cu_ctx = ctypes.c_void_p()
+    retain = drv["cuDevicePrimaryCtxRetain"]
+    if drec("cuDevicePrimaryCtxRetain", *timed(retain, ctypes.byref(cu_ctx), device)) != 0:
+        return None
+    if drec("cuCtxSetCurrent", *timed(drv["cuCtxSetCurrent"], cu_ctx)) != 0:
+        return None
+    return cu_ctx.value
+
+
+def driver_context(drv: CudaLib, model: Model, device: int, primary: bool) -> int | None:
+    """cuInit, cuDeviceGet, then cuCtxCreate_v2 (which makes it current) or, with
+    `primary`, cuDevicePrimaryCtxRetain and cuCtxSetCurrent as the runtime does;
+    the context, or None."""
     if drec("cuInit", *timed(drv["cuInit"], 0)) != 0:
         return None
     dev = ctypes.c_int()
     if drec("cuDeviceGet", *timed(drv["cuDeviceGet"], ctypes.byref(dev), device)) != 0:
         return None
+    if primary:
+        return driver_primary_context(drv, dev.value)
     cu_ctx = ctypes.c_void_p()
     rc, ns = timed(drv["cuCtxCreate_v2"], ctypes.byref(cu_ctx), 0, dev.value)
     if drec("cuCtxCreate_v2", rc, ns, model_ns=model.alloc_base_ns if rc == 0 else 0) != 0:
@@ -1027,7 +1045,7 @@ def run_driver(drv: CudaLib, model: Model, args: argparse.Namespace) -> dict[str
         "managed_freed": 0,
         "copy_buffers": {"bytes": copy_bytes, "allocated": 0, "freed": 0, "ptrs": []},
     }
-    cu_ctx = driver_context(drv, model, args.device)
+    cu_ctx = driver_context(drv, model, args.device, args.driver_primary_context)
     if cu_ctx is None:
         return out
     out["context"] = cu_ctx
@@ -1060,7 +1078,10 @@ def run_driver(drv: CudaLib, model: Model, args: argparse.Namespace) -> dict[str
             out["copy_buffers"]["freed"] += 1
     if stream is not None:
         driver_stream_destroy(drv, stream)
-    drec("cuCtxDestroy_v2", *timed(drv["cuCtxDestroy_v2"], cu_ctx))
+    if args.driver_primary_context:
+        drec("cuDevicePrimaryCtxRelease_v2", *timed(drv["cuDevicePrimaryCtxRelease_v2"], args.device))
+    else:
+        drec("cuCtxDestroy_v2", *timed(drv["cuCtxDestroy_v2"], cu_ctx))
     return out
 
 
@@ -1339,6 +1360,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--driver-memcpys", type=int, default=0, help="device-to-device cuMemcpy calls")
     p.add_argument("--driver-async-memcpys", type=int, default=0, help="cuMemcpyAsync calls on the stream")
     p.add_argument("--driver-syncs", type=int, default=0, help="cuCtxSynchronize calls")
+    p.add_argument(
+        "--driver-primary-context",
+        action="store_true",
+        help="use the device's primary context (retain + cuCtxSetCurrent) instead of cuCtxCreate_v2",
+    )
     p.add_argument(
         "--driver-managed-allocs",
         type=int,

@@ -94,6 +94,11 @@ const DRIVER_PROBES: &[Probe] = &[
     probe(&["cuCtxSynchronize"], "cu_ctx_synchronize"),
     probe(&["cuMemAlloc", "cuMemAlloc_v2"], "cu_mem_alloc"),
     probe(&["cuMemAllocManaged"], "cu_mem_alloc_managed"),
+    // Bookkeeping for gpu_id, never stored: which device each context is on,
+    // and each thread's current context.
+    probe(&["cuCtxCreate", "cuCtxCreate_v2"], "cu_ctx_create"),
+    probe(&["cuDevicePrimaryCtxRetain"], "cu_device_primary_ctx_retain"),
+    probe(&["cuCtxSetCurrent", "cuCtxPushCurrent", "cuCtxPushCurrent_v2"], "cu_ctx_set_current"),
 ];
 
 const NCCL_PROBES: &[Probe] = &[
