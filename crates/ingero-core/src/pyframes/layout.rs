@@ -6,7 +6,8 @@
 //! 3.13.5, whose `_Py_DebugOffsets` give the same offsets); 3.10 and 3.12 are
 //! derived from CPython's headers of those versions (Include/cpython/pystate.h,
 //! code.h, frameobject.h, Include/internal/pycore_frame.h, pycore_runtime.h,
-//! pycore_interp.h) and have not run here. 3.13 also reads its own layout from
+//! pycore_interp.h) and were run by hand once (Ubuntu jammy's 3.10.4 and
+//! noble's 3.12.3, chrooted), not in the tests. 3.13 also reads its own layout from
 //! `_Py_DebugOffsets` when the process carries them (see [`debug_offsets`]).
 
 use ingero_common::python::{FRAME_BLOCK_WORDS, NO_OFFSET, PyProcess};
