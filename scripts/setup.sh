@@ -9,6 +9,10 @@ CACHE=${INGERO_CACHE_DIR:-$HOME/.cache/ingero}
 VENV=${INGERO_VENV:-$ROOT/.venv}
 BPF_LINKER_VERSION=0.13.0
 BPF_TOOLCHAIN=${INGERO_BPF_TOOLCHAIN:-ingero-bpf}
+# A minimal Debian trixie with its python3.13, for the Python-frames tests
+# (tests/python/test_pyframes.py finds it at the same place).
+TRIXIE_ROOT=${INGERO_TRIXIE_ROOT:-$CACHE/trixie-root}
+DEBIAN_MIRROR=${INGERO_DEBIAN_MIRROR:-http://deb.debian.org/debian}
 # Debian's rustc-web ships a prebuilt `core` for bpfel-unknown-none, so the eBPF
 # crate needs no nightly and no build-std; llvm-22-dev is what bpf-linker links.
 APT_PACKAGES=(rustc-web cargo-web libstd-rust-web-dev-bpf llvm-22-dev libpolly-22-dev
@@ -80,6 +84,36 @@ VIRTUAL_ENV=$VENV "$VENV/bin/maturin" develop --quiet --release --extras dev \
 step "simulated CUDA library (tests, and the copy the package carries for check and demo)"
 bash tests/simcuda/build.sh "$ROOT/tests/simcuda/build" || die "tests/simcuda/build.sh failed"
 SIMCUDA_LINKS=0 bash tests/simcuda/build.sh "$ROOT/python/ingero/demo/simcuda" || die "tests/simcuda/build.sh failed"
+
+# Optional: the Python-frames tests also run the workload under Debian trixie's
+# CPython 3.13 (this machine's Debian has only 3.11), chrooted into a minimal
+# trixie root. Without it those tests skip and say why; setup goes on.
+step "Debian trixie root with CPython 3.13, for the Python-frames tests ($TRIXIE_ROOT)"
+if chroot "$TRIXIE_ROOT" python3.13 -c '' 2>/dev/null; then
+    echo "    cached"
+elif [ -n "${INGERO_NO_TRIXIE_ROOT:-}" ]; then
+    echo "    skipped (INGERO_NO_TRIXIE_ROOT is set): the python3.13 tests will skip"
+elif [ "$(id -u)" -ne 0 ]; then
+    echo "    skipped: debootstrap and chroot need root; the python3.13 tests will skip"
+else
+    echo "    creating with debootstrap from $DEBIAN_MIRROR (about 30 s, 220 MB; log in $CACHE/trixie-root.log)"
+    mkdir -p "$CACHE"
+    rm -rf "$TRIXIE_ROOT.partial"
+    if { command -v debootstrap >/dev/null || { apt-get update -qq \
+            && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends debootstrap; }; } \
+            >"$CACHE/trixie-root.log" 2>&1 \
+        && debootstrap --variant=minbase --include=python3.13 trixie "$TRIXIE_ROOT.partial" "$DEBIAN_MIRROR" \
+            >>"$CACHE/trixie-root.log" 2>&1 \
+        && chroot "$TRIXIE_ROOT.partial" python3.13 -c '' >>"$CACHE/trixie-root.log" 2>&1; then
+        rm -f "$TRIXIE_ROOT.partial"/var/cache/apt/archives/*.deb
+        rm -rf "$TRIXIE_ROOT"
+        mv "$TRIXIE_ROOT.partial" "$TRIXIE_ROOT"
+        echo "    created: $(chroot "$TRIXIE_ROOT" python3.13 -VV | head -1)"
+    else
+        rm -rf "$TRIXIE_ROOT.partial"
+        echo "    could not create it (debootstrap failed, see $CACHE/trixie-root.log): the python3.13 tests will skip"
+    fi
+fi
 
 if [ "$(id -u)" -eq 0 ] && [ ! -e /sys/kernel/tracing/trace_pipe ] && [ -d /sys/kernel/tracing ]; then
     step "tracefs"

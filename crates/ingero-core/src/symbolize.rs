@@ -2,7 +2,10 @@
 //! from the family's stack map, symbolise them (blazesym), and name the stack
 //! by a hash that is the same in every run, whatever ASLR did.
 
-use std::collections::{HashMap, HashSet};
+use std::{
+    collections::{HashMap, HashSet},
+    path::PathBuf,
+};
 
 use aya::maps::{HashMap as BpfHashMap, MapData, StackTraceMap};
 use blazesym::{
@@ -16,7 +19,10 @@ use blazesym::{
 use ingero_common::{event::CallEvent, python::PyStack};
 use serde_json::json;
 
-use crate::pyframes::{self, PyFrame};
+use crate::{
+    capture::mapped,
+    pyframes::{self, PyFrame},
+};
 
 /// A new row for `stack_traces`.
 #[derive(Debug, Clone)]
@@ -55,6 +61,28 @@ pub struct StackResolver {
     /// meaningful with their process's address space.
     resolved: HashMap<(usize, u32, u32, u32), i64>,
     stored: HashSet<i64>,
+    /// Per process in another root (a container, a chroot), where each path
+    /// its maps give can be read from here; None for processes in ours.
+    elsewhere: HashMap<u32, Option<HashMap<PathBuf, PathBuf>>>,
+}
+
+/// For a process whose root is not ours, the path each file its maps name
+/// can be read at here (the file itself, by device and inode); None when it
+/// shares our root and every path it maps is a path here.
+fn readable_paths(pid: u32) -> Option<HashMap<PathBuf, PathBuf>> {
+    if mapped::shares_our_root(pid) {
+        return None;
+    }
+    let mut paths = HashMap::new();
+    for mapping in mapped::file_mappings(pid) {
+        let path = PathBuf::from(&mapping.path);
+        if !paths.contains_key(&path)
+            && let Some(readable) = mapped::readable_path(pid, &mapping)
+        {
+            paths.insert(path, readable);
+        }
+    }
+    Some(paths)
 }
 
 /// FNV-1a, 64 bits: the original Ingero's stack hash function, stable across
@@ -75,6 +103,7 @@ impl StackResolver {
             normalizer: Normalizer::builder().enable_vma_caching(true).build(),
             resolved: HashMap::new(),
             stored: HashSet::new(),
+            elsewhere: HashMap::new(),
         }
     }
 
@@ -92,6 +121,7 @@ impl StackResolver {
         }
         let Some(ips) = self.read_stack(family, id) else { return (0, None) };
         let python = self.python_frames(family, py_stack_id, pid);
+        self.elsewhere.entry(pid).or_insert_with(|| readable_paths(pid));
         let row = self.describe(pid, &ips, &python);
         self.resolved.insert((family, id, py_stack_id, pid), row.hash);
         let is_new = self.stored.insert(row.hash);
@@ -146,7 +176,10 @@ impl StackResolver {
                     let module = elf.path.display().to_string();
                     hash = fnv1a(hash, module.as_bytes());
                     hash = fnv1a(hash, &offset.to_le_bytes());
-                    frames.push(self.frame(*ip, &elf.path, *offset, module));
+                    // The module keeps the process's own name for its file: the
+                    // hash must not depend on where the process is seen from.
+                    let readable = self.elsewhere.get(&pid).and_then(|paths| paths.as_ref()?.get(&elf.path));
+                    frames.push(self.frame(*ip, readable.unwrap_or(&elf.path), *offset, module));
                 }
             }
             Err(_) => {

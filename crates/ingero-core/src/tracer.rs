@@ -225,6 +225,11 @@ impl Tracer {
         for maps in &mut self.layer_maps {
             maps.targets.insert(pid, 1, 0).map_err(|e| anyhow!("cannot enrol pid {pid}: {e}"))?;
         }
+        // A running Python's interpreter is found now, not when the watcher
+        // starts with the trace: its first traced calls get their Python frames.
+        if let Some(Ok(mut processes)) = self.python.as_ref().map(|p| p.processes.lock()) {
+            processes.examine(pid);
+        }
         Ok(())
     }
 

@@ -53,9 +53,43 @@ def process_exists(pid: int) -> bool:
     return pid > 0 and os.path.isdir(f"/proc/{pid}")
 
 
+def mapped_file(pid: int, line: str) -> str | None:
+    """A path this process can open for the file a line of /proc/PID/maps maps.
+
+    The line names the file from our root where it is reachable from it (a
+    chrooted process's files show their host path), else from the process's
+    own root (a container in its mount namespace); the device and inode on
+    the line tell which. The mapping itself (/proc/PID/map_files) stands in
+    when neither path is that file (deleted or replaced since)."""
+    fields = line.split(maxsplit=5)
+    if len(fields) != 6 or not fields[5].startswith("/"):
+        return None
+    span, _, _, dev, inode, path = fields
+    try:
+        major, minor = (int(part, 16) for part in dev.split(":"))
+        wanted = (major, minor, int(inode))
+    except ValueError:
+        return None
+    found: list[tuple[str, tuple[int, int, int]]] = []
+    for candidate in (path, f"/proc/{pid}/root{path}"):
+        try:
+            st = os.stat(candidate)
+        except OSError:
+            continue
+        found.append((candidate, (os.major(st.st_dev), os.minor(st.st_dev), st.st_ino)))
+    # The same device and inode first; then the same inode on another device
+    # number, which still is the file (btrfs subvolumes stat as devices of their own).
+    for candidate, got in sorted(found, key=lambda item: item[1] != wanted):
+        if got[2] == wanted[2]:
+            return candidate
+    mapping = f"/proc/{pid}/map_files/{span}"
+    return mapping if os.path.exists(mapping) else None
+
+
 def mapped_libraries(pid: int) -> dict[str, list[Path]]:
-    """The CUDA libraries mapped by `pid` by kind, as paths through its root (so
-    a containerised process's library resolves from the host)."""
+    """The CUDA libraries mapped by `pid` by kind, as paths this process can
+    open (see mapped_file: a chrooted or containerised process's library
+    resolves from the host)."""
     try:
         with open(f"/proc/{pid}/maps", encoding="utf-8", errors="replace") as maps:
             lines = maps.read().splitlines()
@@ -66,10 +100,10 @@ def mapped_libraries(pid: int) -> dict[str, list[Path]]:
     mapped: dict[str, list[str]] = {kind: [] for kind in LIBRARY_NAMES}
     for line in lines:
         fields = line.split(maxsplit=5)
-        if len(fields) == 6 and fields[5].startswith("/"):
-            kind = library_kind(fields[5])
-            if kind:
-                mapped[kind].append(f"/proc/{pid}/root{fields[5]}")
+        kind = library_kind(fields[5]) if len(fields) == 6 else None
+        path = mapped_file(pid, line) if kind else None
+        if kind and path:
+            mapped[kind].append(path)
     return {kind: _unique_files(paths) for kind, paths in mapped.items()}
 
 

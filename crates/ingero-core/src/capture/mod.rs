@@ -6,4 +6,5 @@ pub mod cgroup;
 pub mod host;
 pub mod host_readers;
 pub mod launch;
+pub mod mapped;
 pub mod programs;

@@ -33,27 +33,3 @@ pub fn runtime_symbol(file: &Path) -> Option<RuntimeSymbol> {
     let first_segment = elf.segments().find(|s| s.file_range().0 == 0).map(|s| s.address() & !0xfff)?;
     Some(RuntimeSymbol { address, first_segment })
 }
-
-/// One line of /proc/PID/maps that maps a file.
-#[derive(Debug, Clone)]
-pub struct Mapping {
-    pub start: u64,
-    pub offset: u64,
-    pub path: String,
-}
-
-pub fn file_mappings(pid: u32) -> Vec<Mapping> {
-    let Ok(maps) = std::fs::read_to_string(format!("/proc/{pid}/maps")) else { return Vec::new() };
-    maps.lines()
-        .filter_map(|line| {
-            let mut fields = line.split_whitespace();
-            let range = fields.next()?;
-            let _perms = fields.next()?;
-            let offset = u64::from_str_radix(fields.next()?, 16).ok()?;
-            let (_dev, _inode) = (fields.next()?, fields.next()?);
-            let path = fields.collect::<Vec<_>>().join(" ");
-            let start = u64::from_str_radix(range.split('-').next()?, 16).ok()?;
-            path.starts_with('/').then_some(Mapping { start, offset, path })
-        })
-        .collect()
-}

@@ -1,11 +1,13 @@
 //! CPython's struct layouts on the way from `_PyRuntime` to a frame's code
 //! object and line, per minor version (x86-64 and aarch64, LP64).
 //!
-//! 3.11 was measured with `offsetof` against its headers and checked on live
-//! processes (pyenv 3.11.7, Debian 3.11); 3.10, 3.12 and 3.13 are derived from
-//! CPython's headers of those versions (Include/cpython/pystate.h, code.h,
-//! frameobject.h, Include/internal/pycore_frame.h, pycore_runtime.h,
-//! pycore_interp.h) and have not run here. 3.13 also reads its own layout from
+//! 3.11 and 3.13 were measured with `offsetof` against their headers and
+//! checked on live processes (pyenv 3.11.7, Debian 3.11; Debian trixie's
+//! 3.13.5, whose `_Py_DebugOffsets` give the same offsets); 3.10 and 3.12 are
+//! derived from CPython's headers of those versions (Include/cpython/pystate.h,
+//! code.h, frameobject.h, Include/internal/pycore_frame.h, pycore_runtime.h,
+//! pycore_interp.h) and were run by hand once (Ubuntu jammy's 3.10.4 and
+//! noble's 3.12.3, chrooted), not in the tests. 3.13 also reads its own layout from
 //! `_Py_DebugOffsets` when the process carries them (see [`debug_offsets`]).
 
 use ingero_common::python::{FRAME_BLOCK_WORDS, NO_OFFSET, PyProcess};
@@ -140,7 +142,7 @@ const PY312: Layout = Layout {
     compact_data: 56,
 };
 
-/// CPython 3.13: `tstate->current_frame` directly, `instr_ptr`.
+/// CPython 3.13 (measured): `tstate->current_frame` directly, `instr_ptr`.
 const PY313: Layout = Layout {
     minor: 13,
     runtime_interpreters_head: 632,
@@ -214,6 +216,9 @@ pub fn debug_offsets(mut layout: Layout, runtime: &[u8]) -> Layout {
     }
     if let Some(v) = sane(word(72)) {
         layout.probe.interp_threads_head = v as u32;
+    }
+    if let Some(v) = small(word(176)) {
+        layout.tstate_interp = v;
     }
     for (at, field) in [
         (168, &mut layout.probe.tstate_next),

@@ -24,6 +24,8 @@ use std::{
 use aya::maps::{HashMap as BpfHashMap, MapData};
 use ingero_common::python::{NO_OFFSET, PyFrameRef, PyProcess};
 
+use crate::capture::mapped::{self, Mapping};
+
 use self::{
     layout::Layout,
     memory::{CodeInfo, Memory},
@@ -99,7 +101,9 @@ enum Seen {
 pub struct PythonProcesses {
     maps: Vec<BpfHashMap<MapData, u32, PyProcess>>,
     seen: HashMap<u32, Seen>,
-    runtime_symbols: HashMap<String, Option<elf::RuntimeSymbol>>,
+    /// By the file's (device, inode): the same path may be another file in
+    /// another process's root.
+    runtime_symbols: HashMap<(u32, u32, u64), Option<elf::RuntimeSymbol>>,
 }
 
 pub type Shared = Arc<Mutex<PythonProcesses>>;
@@ -129,7 +133,7 @@ impl PythonProcesses {
             }
             // Exited (gone, or a zombie with no memory left): kept until
             // forget_exited, for its events still in the rings.
-            Some(Seen::Python(_)) if elf::file_mappings(pid).is_empty() => return,
+            Some(Seen::Python(_)) if mapped::file_mappings(pid).is_empty() => return,
             Some(Seen::Python(_)) => {
                 self.seen.remove(&pid);
                 for map in &mut self.maps {
@@ -184,24 +188,25 @@ impl PythonProcesses {
     }
 
     fn find_interpreter(&mut self, pid: u32) -> Found {
-        let mappings = elf::file_mappings(pid);
+        let mappings = mapped::file_mappings(pid);
         if mappings.is_empty() {
             // Mid-exec, or exiting: nothing to tell yet.
             return Found::NotYet;
         }
         // A shared build's interpreter is in libpython, a static one's in the executable.
-        let mut candidates: Vec<&elf::Mapping> =
+        let mut candidates: Vec<&Mapping> =
             mappings.iter().filter(|m| m.offset == 0 && elf::minor_version(&m.path).is_some()).collect();
         candidates.sort_by_key(|m| !m.path.rsplit('/').next().unwrap_or("").starts_with("lib"));
-        candidates.dedup_by(|a, b| a.path == b.path);
+        candidates.dedup_by_key(|m| m.file_id());
         if candidates.is_empty() {
             return Found::NotPython;
         }
         for mapping in candidates {
             let Some(minor) = elf::minor_version(&mapping.path) else { continue };
-            let symbol = *self.runtime_symbols.entry(mapping.path.clone()).or_insert_with(|| {
-                elf::runtime_symbol(&PathBuf::from(format!("/proc/{pid}/root{}", mapping.path)))
-            });
+            let symbol = *self
+                .runtime_symbols
+                .entry(mapping.file_id())
+                .or_insert_with(|| elf::runtime_symbol(&mapped::readable_path(pid, mapping)?));
             let Some(symbol) = symbol else { continue };
             let Some(layout) = layout::for_minor(minor) else { return Found::Unsupported };
             let Some(memory) = Memory::open(pid) else { return Found::Unsupported };
