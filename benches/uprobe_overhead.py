@@ -79,7 +79,11 @@ def with_bpftrace(program: str, run: Callable[[], float]) -> float:
         return run()
     finally:
         proc.terminate()
-        proc.wait(timeout=30)
+        try:
+            proc.communicate(timeout=60)  # bpftrace prints its maps on exit: drain the pipes
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.communicate()
 
 
 def with_ingero(binary: Path, calls: int, *flags: str) -> float:
