@@ -153,11 +153,16 @@ def test_max_db_keeps_the_files_under_the_cap(tmp_path: Path, simcuda_lib: Path)
     peak = 0
     deadline = time.monotonic() + 20
     written: list[str] = []
-    while time.monotonic() < deadline:
+    stopping = False
+    # Sizes are sampled until the trace has exited: its end builds the indexes.
+    while trace.poll() is None:
         peak = max(peak, sum(f.stat().st_size for f in files if f.exists()))
-        time.sleep(0.05)
-    os.killpg(trace.pid, signal.SIGINT)
-    _, err = trace.communicate(timeout=120)
+        if not stopping and time.monotonic() > deadline:
+            os.killpg(trace.pid, signal.SIGINT)
+            stopping = True
+        assert time.monotonic() < deadline + 120, "the trace did not stop"
+        time.sleep(0.02)
+    _, err = trace.communicate()
     peak = max(peak, sum(f.stat().st_size for f in files if f.exists()))
     with sqlite3.connect(db) as conn:
         written = [r[0] for r in conn.execute("SELECT id FROM events ORDER BY rowid LIMIT 1")]

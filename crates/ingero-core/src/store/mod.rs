@@ -18,7 +18,7 @@ use std::path::Path;
 
 use anyhow::{Context as _, Result, bail};
 use ingero_common::codes::{OPS, SOURCES};
-use rusqlite::{Connection, OpenFlags, params};
+use rusqlite::{Connection, OpenFlags, OptionalExtension as _, params};
 
 /// The `PRAGMA user_version` the original v0.17 writes; newer files are refused.
 pub const USER_VERSION: i64 = 10;
@@ -28,7 +28,23 @@ const EVENT_INDEXES: &str = include_str!("indexes.sql");
 
 /// Builds the indexes of `events` that are missing (the writer defers them).
 pub fn build_event_indexes(conn: &Connection) -> Result<()> {
-    conn.execute_batch(EVENT_INDEXES).context("cannot index the events table")
+    // One at a time, each folded out of the WAL before the next: the WAL then
+    // holds one index at most, not all five (about 0.95x the rows' bytes).
+    for statement in EVENT_INDEXES.split(';').filter(|s| s.contains("CREATE")) {
+        conn.execute_batch(statement).context("cannot index the events table")?;
+        conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE);")?;
+    }
+    Ok(())
+}
+
+/// Whether the events table has its indexes (built, or kept current).
+pub fn has_event_indexes(conn: &Connection) -> Result<bool> {
+    let found = conn
+        .query_row("SELECT 1 FROM sqlite_master WHERE type = 'index' AND name = 'idx_events_id'", [], |_| {
+            Ok(())
+        })
+        .optional()?;
+    Ok(found.is_some())
 }
 
 /// Notes stored in `schema_info`, read by agents that meet the file cold.

@@ -110,9 +110,14 @@ impl Writer {
         let session_id = session::begin(&conn, info)?;
         let retention = (info.max_db_bytes > 0).then(|| Retention::new(info.max_db_bytes));
         if info.max_db_bytes > 0 {
+            // SQLite folds the WAL back only past 1,000 pages (4 MiB) by
+            // default, and only then can its file shrink: under a small cap the
+            // WAL alone would outgrow it. Fold it at half the WAL's share.
+            let wal_limit = Retention::wal_limit(info.max_db_bytes);
+            let page: i64 = conn.query_row("PRAGMA page_size", [], |r| r.get(0))?;
+            let pages = (wal_limit / 2 / page.max(512) as u64).max(16);
             conn.execute_batch(&format!(
-                "PRAGMA journal_size_limit = {};",
-                Retention::wal_limit(info.max_db_bytes)
+                "PRAGMA journal_size_limit = {wal_limit}; PRAGMA wal_autocheckpoint = {pages};"
             ))?;
         }
         let selector = Selector::new(info.policy, info.started_at_ns);
@@ -180,12 +185,21 @@ struct State {
     rollover: Option<Rollover>,
 }
 
+/// Builds the deferred event indexes, first making room for them under
+/// `--max-db` (they grow the file by about as much as the rows take).
+fn index_events(st: &State) -> Result<()> {
+    if let Some(retention) = &st.retention {
+        retention.make_room_for_indexes(&st.conn)?;
+    }
+    build_event_indexes(&st.conn)
+}
+
 /// Closes the database complete, renames it aside, and continues in a fresh one
 /// at the same path; returns the new session's id.
 fn roll_over(st: &mut State, session_id: i64) -> Result<i64> {
     let Some(rollover) = st.rollover.as_ref() else { return Ok(session_id) };
     session::end(&st.conn, session_id, crate::clock::wall_now_ns())?;
-    build_event_indexes(&st.conn)?;
+    index_events(st)?;
     st.conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE);")?;
     let fresh = {
         // The old connection must be closed before the rename, so its -wal and
@@ -242,7 +256,7 @@ fn write_loop(
         }
     }
     session::end(&st.conn, session_id, crate::clock::wall_now_ns())?;
-    build_event_indexes(&st.conn)?;
+    index_events(&st)?;
     // Fold the WAL back so the file is complete on its own when copied elsewhere.
     st.conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE);")?;
     st.conn.close().map_err(|(_, err)| err)?;
