@@ -7,6 +7,7 @@ import os
 import sqlite3
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -84,6 +85,25 @@ def trace_workload(
     return run_cli(
         "trace", *CUDA_ONLY, *trace_flags, "--db", str(db), "--cuda-lib", str(lib), "--", *command, env=env
     )
+
+
+def start_idle_trace(db: Path, lib: Path, seconds: float, *flags: str) -> subprocess.Popen[str]:
+    """`ingero trace [flags] --node n1` of a command that only sleeps `seconds`,
+    returned once that command runs: the trace's writer and audit socket are up."""
+    ready = db.with_name(db.name + ".ready")
+    trace = subprocess.Popen(
+        [
+            sys.executable, "-m", "ingero", "trace", *flags, "--node", "n1", "--db", str(db),
+            "--cuda-lib", str(lib), "--", "sh", "-c", f"touch {ready}; sleep {seconds}",
+        ],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    deadline = time.monotonic() + 60
+    while not ready.exists():
+        assert trace.poll() is None, trace.communicate()
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    return trace
 
 
 def load_json(path: Path) -> dict[str, Any]:

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import shutil
-import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -12,7 +10,7 @@ from typing import Any
 import pytest
 
 from ingero import _core
-from tests.conftest import CUDA_ONLY
+from tests.conftest import CUDA_ONLY, start_idle_trace
 
 
 def record(db: Path, tool: str, status: str = "ok", rows: int = 3) -> str:
@@ -42,19 +40,8 @@ def test_calls_without_a_trace_are_appended_with_their_details(tmp_path: Path, d
 
 @pytest.mark.usefixtures("privileged")
 def test_calls_during_a_trace_join_its_stream(tmp_path: Path, simcuda_lib: Path, db_rows: Any) -> None:
-    db, ready = tmp_path / "live.db", tmp_path / "ready"
-    trace = subprocess.Popen(
-        [
-            sys.executable, "-m", "ingero", "trace", *CUDA_ONLY, "--node", "n1", "--db", str(db),
-            "--cuda-lib", str(simcuda_lib), "--", "sh", "-c", f"touch {ready}; sleep 2",
-        ],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
-    deadline = time.monotonic() + 60
-    while not ready.exists():
-        assert trace.poll() is None, trace.communicate()
-        assert time.monotonic() < deadline
-        time.sleep(0.05)
+    db = tmp_path / "live.db"
+    trace = start_idle_trace(db, simcuda_lib, 2, *CUDA_ONLY)
     delivered = [record(db, "get_causal_chains") for _ in range(5)]
     _, err = trace.communicate(timeout=120)
     assert trace.returncode == 0, err

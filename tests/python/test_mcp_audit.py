@@ -4,9 +4,6 @@ bytes: in the served database when it may be written, else in the default databa
 from __future__ import annotations
 
 import sqlite3
-import subprocess
-import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +11,7 @@ import pytest
 from mcp import Client
 
 from ingero import codes
+from tests.conftest import start_idle_trace
 from tests.python.mcp_session import digest, run, structured, text_of
 from tests.synthdb import write_synthetic_db
 
@@ -118,19 +116,8 @@ def test_calls_on_a_writable_database_are_queryable_in_it(tmp_path: Path) -> Non
 
 @pytest.mark.usefixtures("privileged")
 def test_calls_while_a_trace_writes_join_its_stream(tmp_path: Path, simcuda_lib: Path) -> None:
-    db, ready = tmp_path / "live.db", tmp_path / "ready"
-    trace = subprocess.Popen(
-        [
-            sys.executable, "-m", "ingero", "trace", "--node", "n1", "--db", str(db),
-            "--cuda-lib", str(simcuda_lib), "--", "sh", "-c", f"touch {ready}; sleep 8",
-        ],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
-    deadline = time.monotonic() + 60
-    while not ready.exists():
-        assert trace.poll() is None, trace.communicate()
-        assert time.monotonic() < deadline
-        time.sleep(0.05)
+    db = tmp_path / "live.db"
+    trace = start_idle_trace(db, simcuda_lib, 8)
     names = ["get_trace_stats", "get_schema", "run_sql"]
 
     async def body(client: Client) -> None:

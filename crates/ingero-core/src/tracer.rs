@@ -79,8 +79,8 @@ pub struct Tracer {
     /// Dropping a family detaches its probes.
     probes: Vec<ProbeFamily>,
     maps: Vec<FamilyMaps>,
-    /// Handed to the drainer at start, one of each per family, in order.
-    /// Ring buffers of the probe families, each with its family's index.
+    /// Ring buffers of the probe families (the runtime's two), each with its
+    /// family's index; handed to the drainer at start.
     events: Vec<(usize, RingBuf<MapData>)>,
     stacks: Vec<StackTraceMap<MapData>>,
     /// Python frames: handed to the drainer at start, with a watcher that
@@ -315,13 +315,13 @@ impl Tracer {
     pub fn live(&self) -> LiveView {
         let count =
             |c: &PerCpuArray<MapData, u64>, index: u32| c.get(&index, 0).map_or(0, |v| v.iter().sum::<u64>());
-        let stored = |sources: &[u8]| -> u64 {
-            sources
-                .iter()
-                .map(|&s| self.writer_stats.stored_by_source[usize::from(s) % 16].load(Ordering::Relaxed))
-                .sum()
+        // Each layer is one source with its own ring buffer.
+        let layer = |name: &'static str, source: u8, dropped: u64| LayerCounts {
+            name,
+            received: self.live.received(source),
+            stored: self.writer_stats.stored_by_source[usize::from(source) % 16].load(Ordering::Relaxed),
+            dropped,
         };
-        let received = |sources: &[u8]| -> u64 { sources.iter().map(|&s| self.live.received(s)).sum() };
         let mut layers = Vec::new();
         for m in &self.maps {
             let (name, source) = match m.library {
@@ -329,30 +329,15 @@ impl Tracer {
                 Library::Driver => ("driver", source::DRIVER),
                 Library::Nccl => ("nccl", source::NCCL),
             };
-            layers.push(LayerCounts {
-                name,
-                received: received(&[source]),
-                stored: stored(&[source]),
-                dropped: count(&m.counters, counter::RINGBUF_FULL),
-            });
+            layers.push(layer(name, source, count(&m.counters, counter::RINGBUF_FULL)));
             if m.library == Library::Runtime {
-                layers.push(LayerCounts {
-                    name: "graph",
-                    received: received(&[source::CUDA_GRAPH]),
-                    stored: stored(&[source::CUDA_GRAPH]),
-                    dropped: count(&m.counters, counter::GRAPH_FULL),
-                });
+                layers.push(layer("graph", source::CUDA_GRAPH, count(&m.counters, counter::GRAPH_FULL)));
             }
         }
         for m in &self.layer_maps {
-            let sources = [m.layer.source()];
-            layers.push(LayerCounts {
-                name: m.layer.name(),
-                received: received(&sources),
-                stored: stored(&sources),
-                dropped: count(&m.counters, counter::RINGBUF_FULL)
-                    + count(&m.counters, counter::CRITICAL_FULL),
-            });
+            let dropped =
+                count(&m.counters, counter::RINGBUF_FULL) + count(&m.counters, counter::CRITICAL_FULL);
+            layers.push(layer(m.layer.name(), m.layer.source(), dropped));
         }
         LiveView {
             system: self.live.system(),

@@ -392,15 +392,24 @@ pub fn arg1_from_out_param(_: u64, entry: &CallEntry, ret_code: i32) -> u64 {
     if ret_code == 0 { read_out_param(entry) } else { 0 }
 }
 
+/// The ring a source's records go to, the counter of records it had no room
+/// for, and the unread bytes past which a submit wakes the drainer (a quarter
+/// of the ring). Constant per program: `source` is.
+#[inline(always)]
+fn ring_of(source: u8) -> (&'static RingBuf, u32, u64) {
+    if source == source::CUDA_GRAPH {
+        (&GRAPH_EVENTS, counter::GRAPH_FULL, GRAPH_EVENTS.query(BPF_RB_RING_SIZE.into()) / 4)
+    } else {
+        // SAFETY: a read-only global patched by the loader.
+        (&EVENTS, counter::RINGBUF_FULL, unsafe { core::ptr::read_volatile(&WAKEUP_BYTES) })
+    }
+}
+
 /// Writes one paired call to the ring buffer, counting it if there is no room.
 #[inline(always)]
 fn emit(source: u8, op: u8, pid_tgid: u64, entry: &CallEntry, arg1: u64, ret_code: i32) {
     let now = now_ns();
-    let (ring, full) = if source == source::CUDA_GRAPH {
-        (&GRAPH_EVENTS, counter::GRAPH_FULL)
-    } else {
-        (&EVENTS, counter::RINGBUF_FULL)
-    };
+    let (ring, full, wakeup_bytes) = ring_of(source);
     let Some(mut slot) = ring.reserve::<CallEvent>(0) else {
         bump(full);
         return;
@@ -427,12 +436,6 @@ fn emit(source: u8, op: u8, pid_tgid: u64, entry: &CallEntry, arg1: u64, ret_cod
         stack_id: entry.stack_id as i32,
         py_stack_id: entry.py_stack_id as u32,
     });
-    let wakeup_bytes = if source == source::CUDA_GRAPH {
-        ring.query(BPF_RB_RING_SIZE.into()) / 4
-    } else {
-        // SAFETY: a read-only global patched by the loader.
-        unsafe { core::ptr::read_volatile(&WAKEUP_BYTES) }
-    };
     let pending = ring.query(BPF_RB_AVAIL_DATA.into());
     slot.submit(if pending >= wakeup_bytes { BPF_RB_FORCE_WAKEUP } else { BPF_RB_NO_WAKEUP }.into());
 }

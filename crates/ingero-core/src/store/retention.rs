@@ -1,6 +1,6 @@
 //! `--max-db`: the oldest rows go so the database and its WAL stay under a size.
 //!
-//! Checked after every batch (two PRAGMAs and a stat, microseconds). Pruning
+//! Checked after every batch (a few PRAGMAs and a stat, microseconds). Pruning
 //! takes the oldest events (rowid order is arrival order) with everything that
 //! only describes them (stacks stay: the drainer sends each once per run), then hands the freed pages back to the file system.
 
@@ -12,6 +12,34 @@ use rusqlite::Connection;
 /// Pruning brings the database down to this share of the cap, so it does not
 /// prune again at the very next batch.
 const LOW_WATER: f64 = 0.75;
+
+/// Room for the WAL index (-shm): a few 32 KiB pages.
+const SHM_ROOM: u64 = 128 << 10;
+
+/// The database file's size and the bytes of its pages in use.
+struct Sizes {
+    file: u64,
+    live: u64,
+    /// auto_vacuum=INCREMENTAL: freed pages can be given back.
+    shrinks: bool,
+}
+
+impl Sizes {
+    fn of(conn: &Connection) -> Result<Self> {
+        let pragma = |name: &str| conn.query_row(&format!("PRAGMA {name}"), [], |r| r.get::<_, i64>(0));
+        let page = pragma("page_size")? as u64;
+        let file = pragma("page_count")? as u64 * page;
+        let live = file - pragma("freelist_count")? as u64 * page;
+        Ok(Self { file, live, shrinks: pragma("auto_vacuum")? == 2 })
+    }
+
+    /// What the cap holds: the file, or, for a file made before
+    /// auto_vacuum=INCREMENTAL that cannot shrink, what is in use (freed pages
+    /// are reused).
+    fn held(&self) -> u64 {
+        if self.shrinks { self.file } else { self.live }
+    }
+}
 
 pub struct Retention {
     cap_bytes: u64,
@@ -37,26 +65,19 @@ impl Retention {
     }
 
     pub fn enforce(&mut self, conn: &Connection) -> Result<()> {
-        let pragma = |name: &str| conn.query_row(&format!("PRAGMA {name}"), [], |r| r.get::<_, i64>(0));
-        let page = pragma("page_size")? as u64;
-        let file = pragma("page_count")? as u64 * page;
-        let live = file - pragma("freelist_count")? as u64 * page;
-        // A file made before auto_vacuum=INCREMENTAL cannot shrink: there, only
-        // what is in use can be held under the cap (freed pages are reused).
-        let size = if pragma("auto_vacuum")? == 2 { file } else { live };
+        let sizes = Sizes::of(conn)?;
+        let size = sizes.held();
         let wal = self.wal.get_or_insert_with(|| PathBuf::from(format!("{}-wal", conn.path().unwrap_or(""))));
         self.wal_peak = self.wal_peak.max(std::fs::metadata(wal).map_or(0, |m| m.len()));
         self.growth_peak = self.growth_peak.max(size.saturating_sub(self.last_size));
         self.last_size = size;
-        // The WAL index (-shm) is a few 32 KiB pages.
         let wal_room = Self::wal_limit(self.cap_bytes).max(self.wal_peak + self.wal_peak / 4);
-        let reserve = wal_room + self.growth_peak + (128 << 10);
-        let budget = self.cap_bytes.saturating_sub(reserve);
+        let budget = self.cap_bytes.saturating_sub(wal_room + self.growth_peak + SHM_ROOM);
         if size <= budget {
             return Ok(());
         }
-        prune_to(conn, live, budget as f64 * LOW_WATER, Self::wal_limit(self.cap_bytes))?;
-        self.last_size = pragma("page_count")? as u64 * page;
+        prune_to(conn, sizes.live, budget as f64 * LOW_WATER, Self::wal_limit(self.cap_bytes))?;
+        self.last_size = Sizes::of(conn)?.held();
         Ok(())
     }
 
@@ -67,11 +88,9 @@ impl Retention {
         if super::has_event_indexes(conn)? {
             return Ok(()); // kept current row by row, already counted
         }
-        let pragma = |name: &str| conn.query_row(&format!("PRAGMA {name}"), [], |r| r.get::<_, i64>(0));
-        let page = pragma("page_size")? as u64;
-        let live = (pragma("page_count")? - pragma("freelist_count")?) as u64 * page;
+        let live = Sizes::of(conn)?.live;
         let peak_per_byte = 1.0 + INDEX_BYTES_PER_ROW_BYTE + LARGEST_INDEX_BYTES_PER_ROW_BYTE;
-        let allowed = self.cap_bytes.saturating_sub(128 << 10) as f64 / (peak_per_byte * INDEX_MARGIN);
+        let allowed = self.cap_bytes.saturating_sub(SHM_ROOM) as f64 / (peak_per_byte * INDEX_MARGIN);
         if live as f64 <= allowed {
             return Ok(());
         }
